@@ -1,0 +1,23 @@
+"""Amplitude Experiment exposure tracking through Segment, without losing data.
+
+``SegmentExposureTrackingProvider`` sends exposures into Segment; ``segment_exposure.experiment`` wraps
+Amplitude's Experiment clients; ``segment_exposure.destination`` delivers Segment's ``$exposure`` events
+to Amplitude; ``segment_exposure.testing`` has local emulators and capture helpers for test suites.
+"""
+
+from __future__ import annotations
+
+from .exposure import EXPOSURE_EVENT, Exposure
+from .identity import bind_user, bound_user
+from .provider import SegmentExposureTrackingProvider
+
+__all__ = [
+    "EXPOSURE_EVENT",
+    "Exposure",
+    "SegmentExposureTrackingProvider",
+    "__version__",
+    "bind_user",
+    "bound_user",
+]
+
+__version__ = "0.1.0"

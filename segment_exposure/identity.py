@@ -1,0 +1,109 @@
+"""Who an exposure belongs to, and the Segment context that describes them.
+
+An exposure attached to the wrong user spoils an experiment silently, so identity comes from one place:
+the user passed to ``track()``, or the one an integration bound to the current request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = [
+    "Identity",
+    "bind_user",
+    "bound_user",
+    "context_from_user",
+    "identity_from_user",
+]
+
+Identity = tuple[str | None, str | None]
+"""``(user_id, device_id)``: the pair Amplitude resolves a user by."""
+
+_bound: contextvars.ContextVar[object | None] = contextvars.ContextVar("segment_exposure_user", default=None)
+
+
+def bound_user() -> object | None:
+    """The user bound to the current request (or task) by an integration, if any."""
+    return _bound.get()
+
+
+@contextlib.contextmanager
+def bind_user(user: object | None) -> Iterator[None]:
+    """Bind ``user`` as the identity for ``track(exposure)`` calls made inside the block.
+
+    A contextvar keeps concurrent requests apart, in threads and in asyncio tasks alike.
+    """
+    token = _bound.set(user)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def _field(user: object, name: str) -> Any:
+    if isinstance(user, Mapping):
+        return user.get(name)
+    return getattr(user, name, None)
+
+
+def identity_from_user(user: object) -> Identity:
+    """Return ``(user_id, device_id)``; blank or non-string ids count as absent (ints become strings)."""
+    if user.__class__ is dict or isinstance(user, Mapping):
+        uid = user.get("user_id")
+        did = user.get("device_id")
+    else:
+        uid = getattr(user, "user_id", None)
+        did = getattr(user, "device_id", None)
+    # Inlined checks: this runs on every track() call.
+    if uid.__class__ is not str or not uid or uid.isspace():
+        uid = _as_id(uid)
+    if did.__class__ is not str or not did or did.isspace():
+        did = _as_id(did)
+    return uid, did
+
+
+def _as_id(value: object) -> str | None:
+    if value.__class__ is int:
+        return str(value)
+    return None
+
+
+# Experiment user field -> (Segment context section, key). Sections None are top-level context keys.
+_CONTEXT_FIELDS: tuple[tuple[str, str | None, str], ...] = (
+    ("ip_address", None, "ip"),
+    ("language", None, "locale"),
+    ("os", "os", "name"),
+    ("platform", "device", "type"),
+    ("device_brand", "device", "brand"),
+    ("device_manufacturer", "device", "manufacturer"),
+    ("device_model", "device", "model"),
+    ("version", "app", "version"),
+    ("country", "location", "country"),
+    ("region", "location", "region"),
+    ("city", "location", "city"),
+    ("carrier", "network", "carrier"),
+)
+
+
+def context_from_user(user: object) -> dict[str, Any]:
+    """Build a fresh Segment ``context`` from an Experiment user's predefined fields.
+
+    A new dict every call, because Segment's client writes ``context.library`` into what it is given.
+    ``context.device.id`` is never set: Segment's Amplitude destination prefers it over ``anonymousId``,
+    so anything but the Experiment device_id there would re-attribute the exposure.
+    """
+    context: dict[str, Any] = {}
+    for attr, section, key in _CONTEXT_FIELDS:
+        value = _field(user, attr)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str | int | float):
+            value = str(value)
+        if section is None:
+            context[key] = value
+        else:
+            context.setdefault(section, {})[key] = value
+    return context

@@ -1,0 +1,466 @@
+"""``SegmentExposureTrackingProvider``: Experiment exposures into Segment, from inside web requests.
+
+Only the cheap part runs on the caller's thread: identity, validation, the dedupe decision and a put on
+an in-memory queue. Building the Segment message (context, message id, timestamp), Segment's own
+cleaning and JSON size check, and the HTTP upload all happen on background threads, so ``track()``
+costs a fraction of a direct ``Client.track()`` and never waits on the network.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from . import segment_client
+from .dedupe import Decision, DedupeCache
+from .exposure import EXPOSURE_EVENT, Exposure
+from .identity import _bound, context_from_user, identity_from_user
+from .message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
+from .stats import ProviderStats
+
+__all__ = ["SegmentExposureTrackingProvider"]
+
+log = logging.getLogger("segment_exposure")
+
+#: Segment rejects a message over 32 KB of JSON. Exposures whose own strings stay under this many
+#: characters cannot reach it, so only larger ones pay for an exact check on the caller's thread.
+_CHEAP_SIZE_BOUND = 4_000
+_MAX_MESSAGE_BYTES = 32 << 10
+
+_STOP = object()
+
+# Active capture_exposures() blocks (segment_exposure.testing); checked once per accepted exposure.
+_captures: list[Any] = []
+
+_redactor = segment_client.RedactingFilter()
+logging.getLogger("segment").addFilter(_redactor)
+log.addFilter(_redactor)
+
+_live: weakref.WeakSet[SegmentExposureTrackingProvider] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for provider in list(_live):
+        provider._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Pending:
+    """An accepted exposure waiting for the worker thread."""
+
+    __slots__ = ("decision", "device_id", "exposure", "now", "user", "user_id")
+
+    def __init__(
+        self,
+        exposure: Exposure,
+        user: object,
+        user_id: str | None,
+        device_id: str | None,
+        now: float,
+        decision: Decision,
+    ) -> None:
+        self.exposure = exposure
+        self.user = user
+        self.user_id = user_id
+        self.device_id = device_id
+        self.now = now
+        self.decision = decision
+
+
+class SegmentExposureTrackingProvider:
+    """Sends Amplitude Experiment exposures as Segment ``$exposure`` track events.
+
+    Give it a ``write_key`` (it then owns a Segment client) or an existing ``analytics`` client.
+    ``track()`` never raises and never blocks; every exposure it does not send is counted in
+    ``stats()["dropped"]`` under its reason.
+    """
+
+    def __init__(
+        self,
+        write_key: str | None = None,
+        host: str | None = None,
+        *,
+        analytics: Any = None,
+        dedupe_capacity: int = 65_536,
+        dedupe_ttl: float = 86_400.0,
+        max_queue_size: int = 10_000,
+        flush_timeout: float = 5.0,
+        include_metadata: bool = False,
+        integrations: Mapping[str, Any] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if (write_key is None) == (analytics is None):
+            raise ValueError("pass exactly one of write_key= (a new Segment client) or analytics= (yours)")
+        if write_key is not None and (not isinstance(write_key, str) or not write_key):
+            raise ValueError("write_key must be a non-empty str")
+        if max_queue_size < 1:
+            raise ValueError("max_queue_size must be at least 1")
+        if flush_timeout < 0:
+            raise ValueError("flush_timeout must be >= 0")
+        self._owns_client = analytics is None
+        self._client_options = dict(client_options or {})
+        if analytics is None:
+            options = {"max_queue_size": max_queue_size, **self._client_options}
+            analytics = segment_client.make_client(write_key or "", host, **options)
+        self._analytics = analytics
+        secret = getattr(analytics, "write_key", None)
+        _redactor.add(secret if isinstance(secret, str) else None)
+        self._hash_key = hash_key(secret if isinstance(secret, str) else None)
+        self._dedupe = DedupeCache(dedupe_capacity, dedupe_ttl)
+        self._max_queue_size = max_queue_size
+        self.flush_timeout = flush_timeout
+        self.include_metadata = include_metadata
+        self._integrations = dict(integrations) if integrations else None
+        self._stats = ProviderStats()
+        self._revive_lock = threading.Lock()
+        self._init_runtime()
+        _live.add(self)
+        atexit.register(self._at_exit)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    # Forked or closed: one attribute for track() to check instead of two.
+    _unusual = False
+    _forked = False
+    _closed = False
+
+    def _set_state(self, *, forked: bool | None = None, closed: bool | None = None) -> None:
+        if forked is not None:
+            self._forked = forked
+        if closed is not None:
+            self._closed = closed
+        self._unusual = self._forked or self._closed
+
+    def _init_runtime(self) -> None:
+        """Queue, worker thread and Segment hooks: the parts a forked child must rebuild."""
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._processed = 0  # written by the worker thread only; compared with stats.tracked by flush()
+        segment_client.instrument(self._analytics, self._on_delivered, self._on_failed)
+        self._worker = threading.Thread(target=self._run, name="segment-exposure-worker", daemon=True)
+        self._worker.start()
+
+    def _reset_after_fork(self) -> None:
+        # Runs in the child right after fork(), when only this thread exists. Locks that another thread
+        # held at fork time would never be released here, so every lock is replaced.
+        self._dedupe._lock = threading.Lock()
+        self._revive_lock = threading.Lock()
+        self._stats.reset()
+        self._set_state(forked=True)
+
+    def _revive(self) -> None:
+        with self._revive_lock:
+            if not self._forked:
+                return
+            if self._closed:
+                self._set_state(forked=False)
+                return
+            self._revive_runtime()
+            self._set_state(forked=False)
+
+    def _revive_runtime(self) -> None:
+        if hasattr(self._analytics, "consumers") and isinstance(
+            getattr(self._analytics, "queue", None), queue.Queue
+        ):
+            segment_client.revive_after_fork(self._analytics)
+        self._init_runtime()
+
+    def _at_exit(self) -> None:
+        if not self._closed:
+            self.shutdown(self.flush_timeout)
+
+    # -- the hot path --------------------------------------------------------------------------------
+
+    def track(self, exposure: Exposure, user: object = None) -> bool:
+        """Send ``exposure`` for ``user``, or for the user bound to this request when ``user`` is None.
+
+        Returns True when the exposure was accepted or was a repeat (deduplicated), False when it was
+        set aside; the reason is counted in ``stats()``. Never raises.
+        """
+        try:
+            if self._unusual:
+                if self._forked:
+                    self._revive()
+                if self._closed:
+                    self._stats.dropped["shutdown"].incr()
+                    return False
+            if user is None:
+                user = _bound.get()
+                if user is None:
+                    return self._drop("no_identity", exposure)
+            user_id, device_id = identity_from_user(user)
+            if user_id is None and device_id is None:
+                return self._drop("no_identity", exposure)
+            if exposure.__class__ is not Exposure and not isinstance(exposure, Exposure):
+                return self._drop("invalid", exposure)
+            flag_key = exposure.flag_key
+            variant = exposure.variant
+            experiment_key = exposure.experiment_key
+            if (
+                flag_key.__class__ is not str
+                or not flag_key
+                or (variant is not None and variant.__class__ is not str)
+                or (experiment_key is not None and experiment_key.__class__ is not str)
+            ):
+                return self._drop("invalid", exposure)
+            size = len(flag_key) + len(variant or "") + len(experiment_key or "")
+            size += len(user_id or "") + len(device_id or "")
+            if (
+                size > _CHEAP_SIZE_BOUND or (self.include_metadata and exposure.metadata)
+            ) and self._too_large(exposure, user, user_id, device_id):
+                return self._drop("too_large", exposure)
+            now = time.time()
+            key = (user_id, device_id, flag_key, experiment_key)
+            decision = self._dedupe.decide(key, variant, now)
+            if not decision.send:
+                self._stats.deduplicated.incr()
+                return True
+            if self._queue.qsize() >= self._max_queue_size:
+                self._dedupe.undo(key, decision)
+                return self._drop("queue_full", exposure)
+            pending = _Pending(exposure, user, user_id, device_id, now, decision)
+            self._queue.put(pending)
+            self._stats.tracked.incr()
+            if _captures:
+                self._notify_captures(pending)
+            return True
+        except Exception:
+            try:
+                log.exception("segment-exposure: unexpected error in track(); exposure set aside")
+                self._stats.dropped["error"].incr()
+            except Exception:
+                pass
+            return False
+
+    def _drop(self, reason: str, exposure: object) -> bool:
+        self._stats.dropped[reason].incr()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("segment-exposure: exposure set aside (%s): %r", reason, exposure)
+        return False
+
+    def _too_large(
+        self, exposure: Exposure, user: object, user_id: str | None, device_id: str | None
+    ) -> bool:
+        import json
+
+        message = self.build_message(
+            _Pending(exposure, user, user_id, device_id, time.time(), Decision(True, 0, 0))
+        )
+        message["type"] = "track"
+        return len(json.dumps(message, default=str).encode()) > _MAX_MESSAGE_BYTES - 512
+
+    def _notify_captures(self, pending: _Pending) -> None:
+        message = self.build_message(pending)
+        for capture in list(_captures):
+            capture._record(self, message)
+
+    # -- the worker ----------------------------------------------------------------------------------
+
+    def build_message(self, pending: _Pending) -> dict[str, Any]:
+        """The keyword arguments for Segment's ``Client.track()`` for one accepted exposure."""
+        exposure = pending.exposure
+        properties = exposure.properties()
+        if self.include_metadata and exposure.metadata:
+            properties["metadata"] = dict(exposure.metadata)
+        metadata = exposure.metadata
+        flag_version = metadata.get("flagVersion") if metadata else None
+        decision = pending.decision
+        message_id = exposure_message_id(
+            self._hash_key,
+            pending.user_id,
+            pending.device_id,
+            exposure.flag_key,
+            exposure.variant,
+            exposure.experiment_key,
+            flag_version,
+            decision.window,
+            decision.generation,
+        )
+        message: dict[str, Any] = {
+            "event": EXPOSURE_EVENT,
+            "user_id": pending.user_id,
+            "anonymous_id": pending.device_id,
+            "properties": properties,
+            "context": context_from_user(pending.user),
+            "timestamp": datetime.fromtimestamp(
+                (decision.at_ms or int(pending.now * 1000)) / 1000, timezone.utc
+            ),
+            "message_id": message_id,
+        }
+        if self._integrations:
+            message["integrations"] = dict(self._integrations)
+        return message
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is _STOP:
+                self._mark_processed()
+                return
+            try:
+                self._send(item)
+            except Exception:
+                log.exception("segment-exposure: unexpected error handing an exposure to Segment")
+                self._stats.dropped["error"].incr()
+            self._mark_processed()
+
+    def _mark_processed(self) -> None:
+        self._processed += 1
+        if self._queue.empty():
+            with self._idle:
+                self._idle.notify_all()
+
+    def _send(self, pending: _Pending) -> None:
+        message = self.build_message(pending)
+        analytics = self._analytics
+        while True:
+            try:
+                ok, _ = analytics.track(**message)
+            except RuntimeError:
+                # Segment's 32 KB check, made on this thread rather than the caller's.
+                self._stats.dropped["too_large"].incr()
+                log.warning(
+                    "segment-exposure: exposure over Segment's 32 KB limit set aside (flag %r)",
+                    pending.exposure.flag_key,
+                )
+                return
+            except AssertionError as exc:
+                self._stats.dropped["invalid"].incr()
+                log.warning("segment-exposure: Segment's client rejected an exposure: %s", exc)
+                return
+            if ok:
+                self._stats.enqueued.incr()
+                if not isinstance(getattr(analytics, "queue", None), queue.Queue):
+                    self._stats.delivered.incr()  # an in-memory or synchronous client has delivered it
+                return
+            # Segment's queue is full. Wait for room on this thread (never the caller's); the provider's
+            # own bounded queue keeps absorbing, and drops there are counted.
+            if self._closed or not self._wait_for_room():
+                self._stats.dropped["queue_full"].incr()
+                log.warning("segment-exposure: Segment's queue stayed full; exposure set aside")
+                return
+
+    def _wait_for_room(self) -> bool:
+        q = getattr(self._analytics, "queue", None)
+        if not isinstance(q, queue.Queue):
+            return False
+        deadline = time.monotonic() + 60.0
+        with q.not_full:
+            while q.maxsize > 0 and q.qsize() >= q.maxsize:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return False
+                q.not_full.wait(min(remaining, 0.25))
+        return True
+
+    # -- Segment's consumer thread reports here ------------------------------------------------------
+
+    @staticmethod
+    def _ours(batch: list[dict[str, Any]]) -> int:
+        return sum(
+            1
+            for m in batch
+            if m.get("event") == EXPOSURE_EVENT and str(m.get("messageId", "")).startswith(MESSAGE_ID_PREFIX)
+        )
+
+    def _on_delivered(self, batch: list[dict[str, Any]]) -> None:
+        self._stats.delivered.incr(self._ours(batch))
+
+    def _on_failed(self, exc: BaseException, batch: list[dict[str, Any]]) -> None:
+        n = self._ours(batch)
+        if n:
+            self._stats.dropped["delivery_failed"].incr(n)
+            log.error("segment-exposure: Segment gave up delivering %d exposure(s): %s", n, exc)
+
+    # -- flushing ------------------------------------------------------------------------------------
+
+    def _wait_worker(self, deadline: float) -> bool:
+        target = self._stats.tracked.value
+        with self._idle:
+            while self._processed < target and self._worker.is_alive():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(min(remaining, 0.1))
+        return self._processed >= target
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Deliver everything queued, waiting at most ``timeout`` seconds.
+
+        Returns True when everything queued was delivered; False when the deadline passed first or
+        Segment gave up on some of it (counted as ``delivery_failed``). Never raises.
+        """
+        try:
+            deadline = time.monotonic() + max(0.0, timeout)
+            failures_before = self._stats.dropped["delivery_failed"].value
+            if self._forked:
+                return True  # nothing of this process's own is queued yet
+            drained = self._wait_worker(deadline) and segment_client.wait_drained(self._analytics, deadline)
+            return drained and self._stats.dropped["delivery_failed"].value == failures_before
+        except Exception:
+            log.exception("segment-exposure: flush failed")
+            return False
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Flush within ``timeout``, then stop the worker (and the Segment client, if owned).
+
+        What is still queued at the deadline is counted as dropped with reason ``shutdown``.
+        """
+        if self._closed:
+            return True
+        if self._forked:
+            # A forked child that never tracked: what is queued belongs to the parent, which sends it.
+            self._set_state(closed=True)
+            return True
+        deadline = time.monotonic() + max(0.0, timeout)
+        delivered = self.flush(timeout)
+        self._set_state(closed=True)
+        try:
+            atexit.unregister(self._at_exit)
+            self._queue.put(_STOP)
+            self._worker.join(max(0.0, deadline - time.monotonic()))
+            left = self._queue.qsize() + self._segment_backlog()
+            if left:
+                self._stats.dropped["shutdown"].incr(left)
+                log.warning("segment-exposure: %d exposure(s) not delivered by the shutdown deadline", left)
+            if self._owns_client:
+                segment_client.stop_consumers(self._analytics, deadline)
+        except Exception:
+            log.exception("segment-exposure: shutdown failed")
+            return False
+        return delivered
+
+    def _segment_backlog(self) -> int:
+        q = getattr(self._analytics, "queue", None)
+        if not isinstance(q, queue.Queue):
+            return 0
+        return sum(1 for m in list(q.queue) if str(m.get("messageId", "")).startswith(MESSAGE_ID_PREFIX))
+
+    # -- introspection -------------------------------------------------------------------------------
+
+    @property
+    def analytics(self) -> Any:
+        """The Segment client this provider sends through."""
+        return self._analytics
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: tracked, deduplicated, enqueued, delivered, and dropped by reason."""
+        pending = self._queue.qsize()
+        return self._stats.snapshot(
+            pending=pending, dedupe_entries=len(self._dedupe), dedupe_evictions=self._dedupe.evictions
+        )
+
+    def __repr__(self) -> str:
+        host = getattr(self._analytics, "host", None)
+        return f"<SegmentExposureTrackingProvider host={host!r} owns_client={self._owns_client}>"

@@ -1,0 +1,193 @@
+"""Everything that knows the inside of segment-analytics-python's ``Client``.
+
+The provider relies on a few facts about it (see ``shared/reference/segment.md``, pinned by tests):
+``client.queue`` is a ``queue.Queue``, ``client.consumers`` are threads that call ``self.request(batch)``
+and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` posts through one global
+``requests.Session``. Keeping that knowledge here means one place to change when the library does.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "RedactingFilter",
+    "instrument",
+    "make_client",
+    "revive_after_fork",
+    "stop_consumers",
+    "wait_drained",
+]
+
+log = logging.getLogger("segment_exposure")
+
+BatchCallback = Callable[[list[dict[str, Any]]], None]
+ErrorCallback = Callable[[BaseException, list[dict[str, Any]]], None]
+
+_INSTRUMENTED = "_segment_exposure_instrumented"
+_HOOKS = "_segment_exposure_hooks"
+_CONSUMER_SETTINGS = (
+    "upload_size",
+    "host",
+    "upload_interval",
+    "gzip",
+    "retries",
+    "timeout",
+    "proxies",
+    "oauth_manager",
+    "max_total_backoff_duration",
+    "max_rate_limit_duration",
+)
+
+
+def make_client(write_key: str, host: str | None, **options: Any) -> Any:
+    """A Segment client in the one mode that is safe here: asynchronous, one consumer thread."""
+    from segment.analytics import Client
+
+    if options.get("sync_mode"):
+        raise ValueError("sync_mode=True would send on the caller's thread; the provider never blocks it")
+    if options.get("thread", 1) != 1:
+        raise ValueError("segment-analytics-python's thread>1 is broken (join stops only one thread): use 1")
+    return Client(write_key, host=host, **options)
+
+
+def instrument(client: Any, on_delivered: BatchCallback, on_failed: ErrorCallback) -> None:
+    """Hook the client's consumers so delivery and failure of each batch are reported.
+
+    ``on_error`` is wrapped so that no exception, ours or the user's callback's, can escape into the
+    consumer thread: upstream, one exception there kills the thread for good and ``track()`` keeps
+    answering True while nothing is sent.
+    """
+    user_on_error = getattr(client, "on_error", None)
+    if getattr(user_on_error, _INSTRUMENTED, False):
+        user_on_error = getattr(user_on_error, "wrapped", None)
+
+    def safe_on_error(exc: BaseException, batch: list[dict[str, Any]]) -> None:
+        try:
+            on_failed(exc, batch)
+        except Exception:  # pragma: no cover - our own callback is defensive already
+            log.exception("segment-exposure: failure accounting raised")
+        if user_on_error is not None:
+            try:
+                user_on_error(exc, batch)
+            except Exception:
+                log.exception("segment-exposure: the Segment client's on_error callback raised; ignored")
+
+    safe_on_error.wrapped = user_on_error  # type: ignore[attr-defined]
+    setattr(safe_on_error, _INSTRUMENTED, True)
+    client.on_error = safe_on_error
+
+    setattr(client, _HOOKS, (on_delivered, safe_on_error))
+    for consumer in getattr(client, "consumers", None) or ():
+        _instrument_consumer(consumer, on_delivered, safe_on_error)
+
+
+def _instrument_consumer(consumer: Any, on_delivered: BatchCallback, on_error: ErrorCallback) -> None:
+    consumer.on_error = on_error
+    original = getattr(consumer, "_segment_exposure_request", None) or consumer.request
+
+    def request(batch: list[dict[str, Any]]) -> Any:
+        response = original(batch)  # raises on failure: upload() then calls on_error
+        try:
+            on_delivered(batch)
+        except Exception:  # pragma: no cover - defensive: never break the consumer
+            log.exception("segment-exposure: delivery accounting raised")
+        return response
+
+    consumer._segment_exposure_request = original
+    consumer.request = request
+
+
+def wait_drained(client: Any, deadline: float) -> bool:
+    """Wait until the client's queue has no unfinished messages, or ``deadline`` (monotonic) passes.
+
+    ``Client.flush()`` is ``queue.join()`` with no timeout, which can block for minutes during an outage;
+    this waits on the same condition with a deadline.
+    """
+    q = getattr(client, "queue", None)
+    if not isinstance(q, queue.Queue):
+        flush = getattr(client, "flush", None)
+        if flush is not None:
+            flush()
+        return True
+    with q.all_tasks_done:
+        while q.unfinished_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            q.all_tasks_done.wait(remaining)
+    return True
+
+
+def stop_consumers(client: Any, deadline: float) -> None:
+    """Ask the consumer threads to stop and join them, bounded by ``deadline``."""
+    consumers = getattr(client, "consumers", None) or ()
+    for consumer in consumers:
+        consumer.pause()
+    for consumer in consumers:
+        if consumer.is_alive():
+            consumer.join(max(0.0, deadline - time.monotonic()))
+
+
+def revive_after_fork(client: Any) -> None:
+    """Give a forked child a working client: a fresh queue, fresh consumer threads, a fresh session.
+
+    The parent's queued messages are discarded in the child (the parent still sends them), and the
+    parent's pooled HTTP connections are not shared with it.
+    """
+    import requests
+    from segment.analytics import request as segment_request
+    from segment.analytics.consumer import Consumer
+
+    segment_request._session = requests.Session()
+    old_queue = client.queue
+    client.queue = queue.Queue(old_queue.maxsize)
+    hooks = getattr(client, _HOOKS, None)
+    consumers = []
+    for old in getattr(client, "consumers", None) or ():
+        settings = {name: getattr(old, name) for name in _CONSUMER_SETTINGS if hasattr(old, name)}
+        consumer = Consumer(client.queue, old.write_key, on_error=old.on_error, **settings)
+        if hooks is not None:
+            _instrument_consumer(consumer, *hooks)
+        consumers.append(consumer)
+        if getattr(client, "send", True):
+            consumer.start()
+    client.consumers = consumers
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces secrets in log records, including those of Segment's own ``segment`` logger.
+
+    Segment's client logs whole request bodies (with ``writeKey``) at debug level and whole messages
+    on some errors; a secret in a log file is a leak.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, secret: str | None) -> None:
+        if secret:
+            with self._lock:
+                self._secrets.add(secret)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self._secrets
+        if not secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if any(s in message for s in secrets):
+            for s in secrets:
+                message = message.replace(s, "[redacted]")
+            record.msg = message
+            record.args = None
+        return True

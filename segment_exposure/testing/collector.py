@@ -1,0 +1,294 @@
+"""A local stand-in for Segment's tracking API (``POST /v1/batch``), with fault injection.
+
+It enforces what the real API enforces and a client can trip over (Basic auth with the write key,
+32 KB per message, 500 KB per batch) and records what it accepted, so tests assert on what really
+crossed the wire rather than on what a mock was called with.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["CollectorFault", "SegmentCollector"]
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+
+
+@dataclass
+class CollectorFault:
+    """One injected fault: ``kind`` is ``"status"``, ``"reset"`` or ``"slow"``.
+
+    It applies to the next ``count`` requests (``None``: until ``until`` passes or it is cleared).
+    """
+
+    kind: str
+    status: int = 503
+    retry_after: float | None = None
+    delay: float = 0.0
+    count: int | None = 1
+    until: float | None = None
+
+
+class SegmentCollector:
+    """A threaded HTTP server on 127.0.0.1 that speaks Segment's ``/v1/batch``.
+
+    Use it as a context manager, point a Segment client's ``host`` at ``collector.url`` and assert on
+    ``collector.messages``. ``on_batch`` (optional) receives each accepted batch's messages; if it raises
+    the collector answers 500, so the sender retries, as it would if Segment itself failed.
+    """
+
+    def __init__(
+        self,
+        write_key: str | None = None,
+        *,
+        on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+        port: int = 0,
+    ) -> None:
+        self.write_key = write_key
+        self.on_batch = on_batch
+        self.batches: list[list[dict[str, Any]]] = []
+        self.requests = 0
+        self.rejected: list[tuple[int, str]] = []
+        self._faults: list[CollectorFault] = []
+        self._cond = threading.Condition()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> SegmentCollector:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name="segment-collector", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> SegmentCollector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- faults --------------------------------------------------------------------------------------
+
+    def fail(
+        self,
+        status: int = 503,
+        *,
+        count: int | None = 1,
+        seconds: float | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer ``status`` to the next ``count`` requests, or to every request for ``seconds``."""
+        self._add(
+            CollectorFault(
+                "status",
+                status=status,
+                retry_after=retry_after,
+                count=None if seconds else count,
+                until=self._until(seconds),
+            )
+        )
+
+    def rate_limit(self, retry_after: float = 1, *, count: int | None = 1) -> None:
+        """Answer 429 with ``Retry-After`` to the next ``count`` requests."""
+        self.fail(429, count=count, retry_after=retry_after)
+
+    def reset(self, *, count: int | None = 1, seconds: float | None = None) -> None:
+        """Abort the next ``count`` connections with a TCP reset, before answering."""
+        self._add(CollectorFault("reset", count=None if seconds else count, until=self._until(seconds)))
+
+    def slow(self, delay: float, *, count: int | None = 1, seconds: float | None = None) -> None:
+        """Delay the next ``count`` responses by ``delay`` seconds (the batch is still accepted)."""
+        self._add(
+            CollectorFault("slow", delay=delay, count=None if seconds else count, until=self._until(seconds))
+        )
+
+    def down(self) -> None:
+        """Answer 503 to everything until ``up()``: an outage of unknown length."""
+        self._add(CollectorFault("status", status=503, count=None))
+
+    def up(self) -> None:
+        """End every injected fault."""
+        with self._cond:
+            self._faults.clear()
+
+    @staticmethod
+    def _until(seconds: float | None) -> float | None:
+        return None if seconds is None else time.monotonic() + seconds
+
+    def _add(self, fault: CollectorFault) -> None:
+        with self._cond:
+            self._faults.append(fault)
+
+    def _take_fault(self) -> CollectorFault | None:
+        with self._cond:
+            now = time.monotonic()
+            self._faults = [f for f in self._faults if f.until is None or f.until > now]
+            if not self._faults:
+                return None
+            fault = self._faults[0]
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.pop(0)
+            return fault
+
+    # -- what was received ---------------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every accepted message, in arrival order (a resent batch appears again)."""
+        with self._cond:
+            return [m for batch in self.batches for m in batch]
+
+    def unique_messages(self) -> dict[str, dict[str, Any]]:
+        """Accepted messages by ``messageId``, first copy kept: what Segment passes downstream."""
+        unique: dict[str, dict[str, Any]] = {}
+        for message in self.messages:
+            unique.setdefault(message.get("messageId", ""), message)
+        return unique
+
+    def events(self, name: str = "$exposure") -> list[dict[str, Any]]:
+        """Accepted track messages named ``name``, duplicates by ``messageId`` removed."""
+        return [m for m in self.unique_messages().values() if m.get("event") == name]
+
+    def wait_for(self, count: int, timeout: float = 10.0, *, unique: bool = True) -> bool:
+        """Wait until at least ``count`` messages were accepted; False if ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+
+        def have() -> int:
+            if unique:
+                return len({m.get("messageId") for batch in self.batches for m in batch})
+            return sum(len(b) for b in self.batches)
+
+        with self._cond:
+            while have() < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def clear(self) -> None:
+        with self._cond:
+            self.batches.clear()
+            self.rejected.clear()
+            self.requests = 0
+
+    # -- request handling ----------------------------------------------------------------------------
+
+    def _accept(self, headers: Any, raw: bytes) -> tuple[int, dict[str, Any]]:
+        if self.write_key is not None:
+            expected = "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
+            if headers.get("Authorization") != expected:
+                return 401, {"code": "unauthorized", "message": "invalid write key"}
+        if headers.get("Content-Encoding") == "gzip":
+            try:
+                raw = gzip.decompress(raw)
+            except OSError:
+                return 400, {"code": "invalid_request", "message": "bad gzip body"}
+        if len(raw) > MAX_BATCH_BYTES:
+            return 400, {"code": "invalid_request", "message": "batch over 500KB"}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 400, {"code": "invalid_request", "message": "body is not JSON"}
+        batch = body.get("batch") if isinstance(body, dict) else None
+        if not isinstance(batch, list):
+            return 400, {"code": "invalid_request", "message": "no batch"}
+        for message in batch:
+            if not isinstance(message, dict):
+                return 400, {"code": "invalid_request", "message": "message is not an object"}
+            if len(json.dumps(message).encode()) > MAX_MESSAGE_BYTES:
+                return 400, {"code": "invalid_request", "message": "message over 32KB"}
+        if self.on_batch is not None:
+            try:
+                self.on_batch(batch)
+            except Exception as exc:
+                return 500, {"code": "downstream", "message": type(exc).__name__}
+        with self._cond:
+            self.batches.append(batch)
+            self._cond.notify_all()
+        return 200, {"success": True}
+
+
+def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read assertions
+            return
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            with collector._cond:
+                collector.requests += 1
+            if self.path.rstrip("/") != "/v1/batch":
+                self._reply(404, {"code": "not_found", "message": self.path})
+                return
+            fault = collector._take_fault()
+            if fault is not None and fault.kind == "reset":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+                return
+            if fault is not None and fault.kind == "status":
+                headers = (
+                    {"Retry-After": str(int(fault.retry_after))} if fault.retry_after is not None else {}
+                )
+                self._reply(
+                    fault.status, {"code": "injected", "message": f"injected {fault.status}"}, headers
+                )
+                return
+            if fault is not None and fault.kind == "slow":
+                time.sleep(fault.delay)
+            status, payload = collector._accept(self.headers, raw)
+            if status != 200:
+                with collector._cond:
+                    collector.rejected.append((status, payload.get("message", "")))
+            self._reply(status, payload)
+
+        def _reply(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def finish(self) -> None:
+            try:
+                super().finish()
+            except OSError:
+                pass
+
+    return Handler
