@@ -17,12 +17,16 @@ __all__ = [
     "bound_user",
     "context_from_user",
     "identity_from_user",
+    "request_scope",
 ]
 
 Identity = tuple[str | None, str | None]
 """``(user_id, device_id)``: the pair Amplitude resolves a user by."""
 
 _bound: contextvars.ContextVar[object | None] = contextvars.ContextVar("segment_exposure_user", default=None)
+_scope: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar(
+    "segment_exposure_scope", default=None
+)
 
 
 def bound_user() -> object | None:
@@ -30,16 +34,28 @@ def bound_user() -> object | None:
     return _bound.get()
 
 
+def request_scope() -> dict[Any, Any] | None:
+    """A dict that lives as long as the current ``bind_user`` block (one request), or None outside one.
+
+    The Experiment integration caches evaluated variants here, so one request sees one variant per flag.
+    """
+    return _scope.get()
+
+
 @contextlib.contextmanager
-def bind_user(user: object | None) -> Iterator[None]:
+def bind_user(user: object | None) -> Iterator[dict[Any, Any]]:
     """Bind ``user`` as the identity for ``track(exposure)`` calls made inside the block.
 
-    A contextvar keeps concurrent requests apart, in threads and in asyncio tasks alike.
+    A contextvar keeps concurrent requests apart, in threads and in asyncio tasks alike. The block
+    gets a fresh request scope (see ``request_scope``), which it also yields.
     """
+    scope: dict[Any, Any] = {}
     token = _bound.set(user)
+    scope_token = _scope.set(scope)
     try:
-        yield
+        yield scope
     finally:
+        _scope.reset(scope_token)
         _bound.reset(token)
 
 
