@@ -1,0 +1,50 @@
+"""Shared fixtures: a real local Segment collector and providers that are always shut down."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from segment_exposure import SegmentExposureTrackingProvider
+from segment_exposure.testing import SegmentCollector
+
+WRITE_KEY = "wk-test-3f9a1c77e2"
+
+
+@pytest.fixture
+def collector() -> Iterator[SegmentCollector]:
+    with SegmentCollector(WRITE_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def make_provider(collector: SegmentCollector) -> Iterator[Callable[..., SegmentExposureTrackingProvider]]:
+    """Providers with a real Segment client that sends to ``collector`` quickly."""
+    made: list[SegmentExposureTrackingProvider] = []
+
+    def make(**kwargs: Any) -> SegmentExposureTrackingProvider:
+        options = {"upload_interval": 0.05, **kwargs.pop("client_options", {})}
+        if "analytics" not in kwargs:
+            kwargs.setdefault("write_key", WRITE_KEY)
+            kwargs.setdefault("host", collector.url)
+        provider = SegmentExposureTrackingProvider(client_options=options, **kwargs)
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        collector.up()
+        provider.shutdown(5)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until true or ``timeout``: for conditions that have no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,94 @@
+"""The provider across process boundaries: interpreter exit, two processes, fork()."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from segment_exposure.testing import SegmentCollector
+
+from .conftest import WRITE_KEY
+
+
+def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+TRACK_N = """
+import sys
+from segment_exposure import Exposure, SegmentExposureTrackingProvider
+host, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+provider = SegmentExposureTrackingProvider(key, host=host)
+for i in range(n):
+    provider.track(Exposure("checkout", "treatment", "exp-1"), {"user_id": f"user-{i:06d}"})
+# no flush(): the exit hook must deliver what is queued
+"""
+
+
+def test_normal_exit_delivers_everything_queued(collector: SegmentCollector) -> None:
+    done = run_python(TRACK_N, collector.url, WRITE_KEY, "2000")
+    assert done.returncode == 0, done.stderr
+    # The process has exited: whatever it delivered is already at the collector.
+    events = collector.events()
+    assert len(events) == 2000
+    assert {m["userId"] for m in events} == {f"user-{i:06d}" for i in range(2000)}
+
+
+def test_two_processes_give_the_same_exposure_the_same_message_id(collector: SegmentCollector) -> None:
+    for _ in range(2):
+        done = run_python(TRACK_N, collector.url, WRITE_KEY, "50")
+        assert done.returncode == 0, done.stderr
+    assert len(collector.messages) == 100  # both processes sent...
+    assert len(collector.events()) == 50  # ...and Segment's messageId dedupe keeps one of each
+
+
+FORK = """
+import os, sys, json
+from segment_exposure import Exposure, SegmentExposureTrackingProvider
+host, key = sys.argv[1], sys.argv[2]
+provider = SegmentExposureTrackingProvider(key, host=host, client_options={"upload_interval": 0.05})
+provider.track(Exposure("warmup", "on"), {"user_id": "parent-000"})
+assert provider.flush(10)
+# Queue parent exposures and fork before they can be sent (the worker is busy only briefly, so a
+# fraction may be out already; none may be sent twice either way).
+for i in range(200):
+    provider.track(Exposure("checkout", "parent"), {"user_id": f"parent-{i:03d}"})
+pid = os.fork()
+if pid == 0:
+    for i in range(100):
+        provider.track(Exposure("checkout", "child"), {"user_id": f"child-{i:03d}"})
+    ok = provider.flush(10)
+    print(json.dumps({"child_flushed": ok, "child_stats": provider.stats()}), flush=True)
+    sys.exit(0)  # a normal exit: atexit hooks run in the child too
+_, status = os.waitpid(pid, 0)
+ok = provider.flush(10)
+result = {"parent_flushed": ok, "child_status": status, "parent_stats": provider.stats()}
+print(json.dumps(result), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_delivers_and_parent_events_are_not_sent_twice(collector: SegmentCollector) -> None:
+    done = run_python(FORK, collector.url, WRITE_KEY)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    child, parent = lines[0], lines[1]
+    assert child["child_flushed"] is True and parent["parent_flushed"] is True
+    assert parent["child_status"] == 0
+    assert child["child_stats"]["delivered"] == 100
+    events = collector.events()
+    by_variant = {v: [m for m in events if m["properties"].get("variant") == v] for v in ("parent", "child")}
+    assert len(by_variant["child"]) == 100
+    assert len(by_variant["parent"]) == 200
+    assert len(collector.messages) == 301  # nothing at all was sent twice (warm-up + 200 + 100)
