@@ -17,10 +17,11 @@ import time
 import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from time import time as _time
 from typing import Any
 
 from . import segment_client
-from .dedupe import Decision, DedupeCache
+from .dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from .exposure import EXPOSURE_EVENT, Exposure
 from .identity import _bound, context_from_user, identity_from_user
 from .message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
@@ -117,11 +118,14 @@ class SegmentExposureTrackingProvider:
         _redactor.add(secret if isinstance(secret, str) else None)
         self._hash_key = hash_key(secret if isinstance(secret, str) else None)
         self._dedupe = DedupeCache(dedupe_capacity, dedupe_ttl)
+        self._dedupe_entries = self._dedupe._entries
+        self._dedupe_ttl = self._dedupe.ttl
         self._max_queue_size = max_queue_size
         self.flush_timeout = flush_timeout
         self.include_metadata = include_metadata
         self._integrations = dict(integrations) if integrations else None
         self._stats = ProviderStats()
+        self._count_deduplicated = self._stats.deduplicated.incr_one
         self._revive_lock = threading.Lock()
         self._init_runtime()
         _live.add(self)
@@ -153,7 +157,7 @@ class SegmentExposureTrackingProvider:
     def _reset_after_fork(self) -> None:
         # Runs in the child right after fork(), when only this thread exists. Locks that another thread
         # held at fork time would never be released here, so every lock is replaced.
-        self._dedupe._lock = threading.Lock()
+        self._dedupe.reset_lock()
         self._revive_lock = threading.Lock()
         self._stats.reset()
         self._set_state(forked=True)
@@ -198,42 +202,35 @@ class SegmentExposureTrackingProvider:
                 user = _bound.get()
                 if user is None:
                     return self._drop("no_identity", exposure)
-            user_id, device_id = identity_from_user(user)
-            if user_id is None and device_id is None:
-                return self._drop("no_identity", exposure)
-            if exposure.__class__ is not Exposure and not isinstance(exposure, Exposure):
+            # The fast path, for a repeat: raw fields, one hash, one lock-free lookup. Everything it
+            # can match was validated when first recorded, so validation is for the send path only.
+            if user.__class__ is dict:
+                user_id = user.get("user_id")
+                device_id = user.get("device_id")
+            else:
+                user_id = getattr(user, "user_id", None)
+                device_id = getattr(user, "device_id", None)
+            now = _time()
+            try:
+                # dedupe_key() and DedupeCache.is_repeat(), inlined: each call would cost a tenth of
+                # this whole path.
+                variant = exposure.variant
+                key = hash((user_id, device_id, exposure.flag_key, exposure.experiment_key))
+            except (AttributeError, TypeError):
                 return self._drop("invalid", exposure)
-            flag_key = exposure.flag_key
-            variant = exposure.variant
-            experiment_key = exposure.experiment_key
+            entry = self._dedupe_entries.get(key)
             if (
-                flag_key.__class__ is not str
-                or not flag_key
-                or (variant is not None and variant.__class__ is not str)
-                or (experiment_key is not None and experiment_key.__class__ is not str)
+                entry is not None
+                and entry[0] == (_UNSET if variant is None else variant)
+                and entry[1] == int(now // self._dedupe_ttl)
             ):
-                return self._drop("invalid", exposure)
-            size = len(flag_key) + len(variant or "") + len(experiment_key or "")
-            size += len(user_id or "") + len(device_id or "")
-            if (
-                size > _CHEAP_SIZE_BOUND or (self.include_metadata and exposure.metadata)
-            ) and self._too_large(exposure, user, user_id, device_id):
-                return self._drop("too_large", exposure)
-            now = time.time()
-            key = (user_id, device_id, flag_key, experiment_key)
-            decision = self._dedupe.decide(key, variant, now)
-            if not decision.send:
-                self._stats.deduplicated.incr()
+                try:
+                    self._dedupe_entries.move_to_end(key)
+                except KeyError:
+                    pass
+                self._count_deduplicated()
                 return True
-            if self._queue.qsize() >= self._max_queue_size:
-                self._dedupe.undo(key, decision)
-                return self._drop("queue_full", exposure)
-            pending = _Pending(exposure, user, user_id, device_id, now, decision)
-            self._queue.put(pending)
-            self._stats.tracked.incr()
-            if _captures:
-                self._notify_captures(pending)
-            return True
+            return self._track_new(exposure, user, now)
         except Exception:
             try:
                 log.exception("segment-exposure: unexpected error in track(); exposure set aside")
@@ -241,6 +238,44 @@ class SegmentExposureTrackingProvider:
             except Exception:
                 pass
             return False
+
+    def _track_new(self, exposure: Exposure, user: object, now: float) -> bool:
+        """The send path: validate, size-check, record in the dedupe cache and queue for the worker."""
+        user_id, device_id = identity_from_user(user)
+        if user_id is None and device_id is None:
+            return self._drop("no_identity", exposure)
+        if exposure.__class__ is not Exposure and not isinstance(exposure, Exposure):
+            return self._drop("invalid", exposure)
+        flag_key = exposure.flag_key
+        variant = exposure.variant
+        experiment_key = exposure.experiment_key
+        if (
+            flag_key.__class__ is not str
+            or not flag_key
+            or (variant is not None and variant.__class__ is not str)
+            or (experiment_key is not None and experiment_key.__class__ is not str)
+        ):
+            return self._drop("invalid", exposure)
+        size = len(flag_key) + len(variant or "") + len(experiment_key or "")
+        size += len(user_id or "") + len(device_id or "")
+        if (size > _CHEAP_SIZE_BOUND or (self.include_metadata and exposure.metadata)) and self._too_large(
+            exposure, user, user_id, device_id
+        ):
+            return self._drop("too_large", exposure)
+        key = dedupe_key(user_id, device_id, flag_key, experiment_key)
+        decision = self._dedupe.decide(key, variant, now)
+        if not decision.send:
+            self._stats.deduplicated.incr()
+            return True
+        if self._queue.qsize() >= self._max_queue_size:
+            self._dedupe.undo(key, decision)
+            return self._drop("queue_full", exposure)
+        pending = _Pending(exposure, user, user_id, device_id, now, decision)
+        self._queue.put(pending)
+        self._stats.tracked.incr()
+        if _captures:
+            self._notify_captures(pending)
+        return True
 
     def _drop(self, reason: str, exposure: object) -> bool:
         self._stats.dropped[reason].incr()
