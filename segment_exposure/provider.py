@@ -114,6 +114,12 @@ class SegmentExposureTrackingProvider:
             options = {"max_queue_size": max_queue_size, **self._client_options}
             analytics = segment_client.make_client(write_key or "", host, **options)
         self._analytics = analytics
+        # An in-memory, sync_mode or send=False client: track() returning is the delivery.
+        self._synchronous = (
+            not isinstance(getattr(analytics, "queue", None), queue.Queue)
+            or bool(getattr(analytics, "sync_mode", False))
+            or getattr(analytics, "send", True) is False
+        )
         secret = getattr(analytics, "write_key", None)
         _redactor.add(secret if isinstance(secret, str) else None)
         self._hash_key = hash_key(secret if isinstance(secret, str) else None)
@@ -341,7 +347,8 @@ class SegmentExposureTrackingProvider:
         while True:
             item = q.get()
             if item is _STOP:
-                self._mark_processed()
+                with self._idle:
+                    self._idle.notify_all()
                 return
             try:
                 self._send(item)
@@ -374,9 +381,16 @@ class SegmentExposureTrackingProvider:
                 self._stats.dropped["invalid"].incr()
                 log.warning("segment-exposure: Segment's client rejected an exposure: %s", exc)
                 return
+            except Exception as exc:
+                if not self._synchronous:
+                    raise
+                # A synchronous client sends on this thread and raises when the upload fails.
+                self._stats.dropped["delivery_failed"].incr()
+                log.error("segment-exposure: Segment rejected an exposure: %s", exc)
+                return
             if ok:
                 self._stats.enqueued.incr()
-                if not isinstance(getattr(analytics, "queue", None), queue.Queue):
+                if self._synchronous:
                     self._stats.delivered.incr()  # an in-memory or synchronous client has delivered it
                 return
             # Segment's queue is full. Wait for room on this thread (never the caller's); the provider's
@@ -465,22 +479,27 @@ class SegmentExposureTrackingProvider:
             atexit.unregister(self._at_exit)
             self._queue.put(_STOP)
             self._worker.join(max(0.0, deadline - time.monotonic()))
-            left = self._queue.qsize() + self._segment_backlog()
+            if self._owns_client:
+                segment_client.stop_consumers(self._analytics, deadline)
+            # Accepted but not yet handed to Segment (queued, or in the worker's hands), plus what
+            # Segment's client still holds.
+            left = self._stats.tracked.value - self._processed + self._segment_backlog()
             if left:
                 self._stats.dropped["shutdown"].incr(left)
                 log.warning("segment-exposure: %d exposure(s) not delivered by the shutdown deadline", left)
-            if self._owns_client:
-                segment_client.stop_consumers(self._analytics, deadline)
         except Exception:
             log.exception("segment-exposure: shutdown failed")
             return False
         return delivered
 
     def _segment_backlog(self) -> int:
+        """Exposures Segment's client still holds: queued, or in a batch its stopped consumer kept."""
         q = getattr(self._analytics, "queue", None)
-        if not isinstance(q, queue.Queue):
+        if self._synchronous or not isinstance(q, queue.Queue):
             return 0
-        return sum(1 for m in list(q.queue) if str(m.get("messageId", "")).startswith(MESSAGE_ID_PREFIX))
+        if self._owns_client:
+            return q.unfinished_tasks  # every message in an owned client is an exposure
+        return self._ours(list(q.queue))
 
     # -- introspection -------------------------------------------------------------------------------
 
