@@ -1,0 +1,801 @@
+"""Delivery of Amplitude events over HTTP V2 or the Batch API, accounting for every event.
+
+Why not amplitude-analytics: it drops events after a short outage, on a 2xx with a non-JSON body, on a
+connection reset and in its final flush. :class:`AmplitudeClient` instead answers, for every event it was
+given, one of three things (:class:`Status`): delivered, rejected (Amplitude will never accept it as it is,
+with the reason), or retry later (nothing is known to be wrong with the event; send it again, with the same
+``insert_id``). Nothing else can happen to an event, whatever the server or the network does.
+
+How each answer of Amplitude is handled (the table in ``shared/reference/amplitude.md``):
+
+* 200 with a JSON body: delivered.
+* 400 naming events (``events_with_invalid_fields``, ``events_with_missing_fields``,
+  ``events_with_invalid_id_lengths``, ``silenced_events``, ``silenced_devices``): those are rejected with
+  the reason, the rest are resent at once; repeated, since a map may name only the first bad event.
+* 400 naming no event (missing or invalid API key, ...), 401, 403, 404 and other 4xx: a configuration
+  error. Logged at ERROR (never with the key); every event not yet delivered comes back as retry later.
+* 413: the request is split in two and each half resent; one event still too large is rejected.
+* 429: events of exceeded daily quotas come back as retry later; throttled ones are held for
+  ``throttle_wait`` (30 s, or ``Retry-After`` if longer) and resent if the deadline allows, else they come
+  back as retry later; the others are resent at once.
+* 408, 5xx, timeouts, connection errors and non-JSON bodies: retried with exponential backoff and jitter
+  (tenacity), with the same body, so the same ``insert_id`` values. When the attempts or the deadline run
+  out, the request's events and those not yet sent come back as retry later.
+
+A ``deadline`` bounds a whole :meth:`AmplitudeClient.send`, including every wait; what is unfinished when it
+passes comes back as retry later.
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip as gzip_module
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+from tenacity.stop import stop_base
+
+__all__ = [
+    "ENDPOINTS",
+    "LIMITS",
+    "AmplitudeClient",
+    "DeliveryResult",
+    "EventOutcome",
+    "RequestLimits",
+    "Status",
+]
+
+logger = logging.getLogger("segment_exposure")
+
+Api = Literal["http", "batch"]
+
+#: Ingestion URLs by (region, api).
+ENDPOINTS: Mapping[tuple[str, str], str] = {
+    ("US", "http"): "https://api2.amplitude.com/2/httpapi",
+    ("US", "batch"): "https://api2.amplitude.com/batch",
+    ("EU", "http"): "https://api.eu.amplitude.com/2/httpapi",
+    ("EU", "batch"): "https://api.eu.amplitude.com/batch",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one request may hold: at most ``max_events`` events and ``max_bytes`` bytes of JSON body."""
+
+    max_events: int
+    max_bytes: int
+
+
+#: Amplitude's documented limits: HTTP V2 bodies must stay under 1 MB, Batch under 20 MB; 2000 events each.
+LIMITS: Mapping[str, RequestLimits] = {
+    "http": RequestLimits(max_events=2000, max_bytes=999_999),
+    "batch": RequestLimits(max_events=2000, max_bytes=20_000_000),
+}
+
+
+class Status(str, enum.Enum):
+    """What happened to one event."""
+
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    RETRY_LATER = "retry_later"
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """The fate of one event: ``status``, a machine-readable ``code`` and a ``reason`` for people.
+
+    Codes: ``ok``; rejected: ``invalid_fields``, ``missing_fields``, ``invalid_id``, ``silenced``,
+    ``too_large``, ``not_json``; retry later: ``throttled``, ``daily_quota``, ``configuration``,
+    ``server_error`` (5xx: may have been ingested), ``unavailable`` (503), ``timeout``, ``network``,
+    ``bad_response`` (non-JSON body), ``deadline``, ``closed``.
+    """
+
+    status: Status
+    code: str = "ok"
+    reason: str = ""
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is Status.DELIVERED
+
+
+_DELIVERED = EventOutcome(Status.DELIVERED)
+_THROTTLED_PAST_DEADLINE = EventOutcome(
+    Status.RETRY_LATER,
+    "throttled",
+    "Amplitude throttled this event (HTTP 429: too many events for its user or device) and it must wait "
+    "longer than the deadline allows; retry later with the same insert_id",
+)
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    """One :class:`EventOutcome` per input event, in input order, plus what it cost."""
+
+    outcomes: list[EventOutcome]
+    requests: int = 0
+    elapsed: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+    def __iter__(self) -> Iterator[EventOutcome]:
+        return iter(self.outcomes)
+
+    def __getitem__(self, index: int) -> EventOutcome:
+        return self.outcomes[index]
+
+    @property
+    def delivered(self) -> list[int]:
+        """Indices of the delivered events."""
+        return [i for i, o in enumerate(self.outcomes) if o.status is Status.DELIVERED]
+
+    @property
+    def rejected(self) -> dict[int, str]:
+        """Index -> reason, for events Amplitude will never accept as they are."""
+        return {i: o.reason for i, o in enumerate(self.outcomes) if o.status is Status.REJECTED}
+
+    @property
+    def retry_later(self) -> dict[int, str]:
+        """Index -> reason, for events to send again later (same ``insert_id``)."""
+        return {i: o.reason for i, o in enumerate(self.outcomes) if o.status is Status.RETRY_LATER}
+
+    @property
+    def all_delivered(self) -> bool:
+        return all(o.status is Status.DELIVERED for o in self.outcomes)
+
+    def counts(self) -> dict[str, int]:
+        """Number of events per status value (``delivered``, ``rejected``, ``retry_later``)."""
+        counts = dict.fromkeys((s.value for s in Status), 0)
+        for outcome in self.outcomes:
+            counts[outcome.status.value] += 1
+        return counts
+
+
+class _Transient(Exception):
+    """A failure worth retrying after a pause: 5xx, a timeout, a reset, a non-JSON body."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Reply:
+    """A definitive JSON answer (2xx or 4xx) to one request."""
+
+    status: int
+    body: dict[str, Any]
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class _Held:
+    """Throttled events waiting for ``not_before`` (a ``time.monotonic()`` value)."""
+
+    not_before: float
+    indices: list[int] = field(default_factory=list)
+
+
+class _StopAtDeadline(stop_base):
+    """Stop retrying when the next attempt would start after the deadline or the client is closed."""
+
+    def __init__(self, end: float, closed: threading.Event) -> None:
+        self.end = end
+        self.closed = closed
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.closed.is_set() or time.monotonic() + retry_state.upcoming_sleep >= self.end
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without user info, so credentials in an endpoint never reach a log or a repr."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
+
+
+def _int_list(value: Any) -> list[int]:
+    if not isinstance(value, list):
+        return []
+    return [v for v in value if v.__class__ is int]
+
+
+def _str_keys(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return {k for k in value if isinstance(k, str)}
+    if isinstance(value, list):
+        return {k for k in value if isinstance(k, str)}
+    return set()
+
+
+class AmplitudeClient:
+    """A pooled, retrying client for Amplitude's HTTP V2 or Batch ingestion API.
+
+    ``region`` ("US" or "EU") and ``api`` ("http" or "batch") pick the URL; ``endpoint``, a full URL,
+    overrides both (``api`` is then inferred from a path ending in ``/batch`` unless given). Events never
+    choose where they go. ``min_id_length`` is sent as ``options.min_id_length``. ``deadline`` is the
+    default time budget of :meth:`send` in seconds (``None``: bounded only by ``max_attempts`` and
+    ``max_throttle_holds``). ``timeout`` is the per-request (connect, read) timeout, always cut to what is
+    left of the deadline. ``throttle_wait`` is how long throttled events are held after a 429 (Amplitude asks
+    for at least 30 s). Retries wait ``backoff_initial * 2**n`` (capped at ``backoff_max``) plus a random
+    jitter of up to ``backoff_jitter`` seconds.
+
+    The API key appears in request bodies only: never in logs, exception messages, reasons or ``repr``.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        region: str = "US",
+        api: Api | None = None,
+        endpoint: str | None = None,
+        timeout: float | tuple[float, float] = (3.05, 10.0),
+        gzip: bool = False,
+        session: requests.Session | None = None,
+        min_id_length: int | None = None,
+        deadline: float | None = 60.0,
+        max_attempts: int = 8,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 10.0,
+        backoff_jitter: float = 0.5,
+        throttle_wait: float = 30.0,
+        max_throttle_holds: int = 10,
+        max_events_per_request: int | None = None,
+        max_request_bytes: int | None = None,
+        pool_maxsize: int = 4,
+        user_agent: str = "segment-exposure",
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty string (the Amplitude project's API key)")
+        region_key = region.upper() if isinstance(region, str) else ""
+        if region_key not in ("US", "EU"):
+            raise ValueError(f"region must be 'US' or 'EU', got {region!r}")
+        if endpoint is not None:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(
+                    f"endpoint must be a full http(s) URL such as "
+                    f"'http://127.0.0.1:8080/2/httpapi', got {_redact_url(str(endpoint))!r}"
+                )
+            if api is None:
+                api = "batch" if parts.path.rstrip("/").endswith("/batch") else "http"
+        if api is None:
+            api = "http"
+        if api not in LIMITS:
+            raise ValueError(f"api must be 'http' or 'batch', got {api!r}")
+        if min_id_length is not None and (min_id_length.__class__ is not int or min_id_length < 1):
+            raise ValueError(f"min_id_length must be a positive int or None, got {min_id_length!r}")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        limits = LIMITS[api]
+        self._api_key = api_key
+        self.region = region_key
+        self.api: Api = api
+        self.endpoint = endpoint if endpoint is not None else ENDPOINTS[(region_key, api)]
+        self.timeout: tuple[float, float] = (
+            (float(timeout), float(timeout)) if isinstance(timeout, (int, float)) else timeout
+        )
+        self.gzip = gzip
+        self.min_id_length = min_id_length
+        self.deadline = deadline
+        self.max_attempts = max_attempts
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.backoff_jitter = backoff_jitter
+        self.throttle_wait = throttle_wait
+        self.max_throttle_holds = max_throttle_holds
+        self.limits = RequestLimits(
+            max_events=max_events_per_request or limits.max_events,
+            max_bytes=max_request_bytes or limits.max_bytes,
+        )
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._session = session
+        self._headers = {"Content-Type": "application/json", "User-Agent": user_agent}
+        if gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        options = b""
+        if min_id_length is not None:
+            options = b',"options":{"min_id_length":%d}' % min_id_length
+        self._head = b'{"api_key":' + json.dumps(api_key).encode() + b',"events":['
+        self._tail = b"]" + options + b"}"
+        self._closed = threading.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(endpoint={_redact_url(self.endpoint)!r}, api={self.api!r}, "
+            f"api_key='***', gzip={self.gzip!r}, min_id_length={self.min_id_length!r})"
+        )
+
+    __str__ = __repr__
+
+    def __enter__(self) -> AmplitudeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Abort waits of sends in progress (their events come back as retry later); close our session."""
+        self._closed.set()
+        if self._owns_session:
+            self._session.close()
+
+    # -- public ----------------------------------------------------------------------------------------
+
+    def send(self, events: Sequence[Mapping[str, Any]], *, deadline: float | None = None) -> DeliveryResult:
+        """Deliver ``events`` (Amplitude events, e.g. from ``to_amplitude_event``); never raises for them.
+
+        ``deadline`` is a budget in seconds for the whole call (default: the client's ``deadline``).
+        The result holds one outcome per event, in order.
+        """
+        started = time.monotonic()
+        budget = self.deadline if deadline is None else deadline
+        end = math.inf if budget is None else started + budget
+        run = _Send(self, events, end)
+        run.run()
+        result = DeliveryResult(run.finish(), requests=run.requests, elapsed=time.monotonic() - started)
+        self._log_summary(result)
+        return result
+
+    # -- internals used by _Send ---------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key in text else text
+
+    def _body(self, parts: list[bytes]) -> bytes:
+        body = self._head + b",".join(parts) + self._tail
+        if self.gzip:
+            body = gzip_module.compress(body, compresslevel=5)
+        return body
+
+    def _post(self, body: bytes, end: float) -> _Reply:
+        """One POST; a definitive answer is returned, anything worth retrying raises ``_Transient``."""
+        if self._closed.is_set():
+            raise _Transient("closed", "the client was closed before the request was sent")
+        remaining = end - time.monotonic()
+        if remaining <= 0.001:
+            raise _Transient("deadline", "the deadline passed before the request could be sent")
+        timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
+        try:
+            response = self._session.post(self.endpoint, data=body, headers=self._headers, timeout=timeout)
+            content = response.content
+        except requests.Timeout as exc:
+            code = "deadline" if time.monotonic() >= end - 0.001 else "timeout"
+            raise _Transient(
+                code, f"no answer from Amplitude within {timeout[1]:.3g} s ({type(exc).__name__})"
+            ) from None
+        except requests.RequestException as exc:
+            reason = f"network error talking to Amplitude: {self._redact(str(exc))[:300]}"
+            raise _Transient("network", reason) from None
+        status = response.status_code
+        try:
+            parsed = json.loads(content) if content else None
+        except ValueError:
+            parsed = None
+        if status >= 500 or status == 408:
+            code = "unavailable" if status == 503 else "server_error"
+            detail = parsed.get("error", "") if isinstance(parsed, dict) else "non-JSON body"
+            raise _Transient(code, f"Amplitude answered HTTP {status} ({self._redact(str(detail))[:200]})")
+        if not isinstance(parsed, dict):
+            if 400 <= status < 500:
+                # A proxy's HTML page still says what happened; act on the status.
+                parsed = {"code": status, "error": f"HTTP {status} with a non-JSON body"}
+            else:
+                raise _Transient(
+                    "bad_response",
+                    f"Amplitude answered HTTP {status} with a body that is not a JSON object; it may or may "
+                    "not have ingested the events",
+                )
+        retry_after: float | None = None
+        header = response.headers.get("Retry-After")
+        if header:
+            try:
+                retry_after = float(header)
+            except ValueError:
+                retry_after = None
+        return _Reply(status, parsed, retry_after)
+
+    def _post_with_retries(
+        self, attempt: Callable[[bytes], _Reply], body: bytes, end: float, size: int
+    ) -> _Reply:
+        """``attempt`` (a ``_post``) under tenacity, with backoff and jitter, within attempts and deadline."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            stop=stop_after_attempt(self.max_attempts) | _StopAtDeadline(end, self._closed),
+            wait=wait_exponential(multiplier=self.backoff_initial, max=self.backoff_max)
+            + wait_random(0, self.backoff_jitter),
+            sleep=self._sleep,
+            before_sleep=lambda state: self._log_retry(state, size),
+            reraise=True,
+        )
+        return retrying(attempt, body)
+
+    def _sleep(self, seconds: float) -> None:
+        self._closed.wait(seconds)
+
+    @staticmethod
+    def _log_retry(state: RetryCallState, size: int) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        logger.info(
+            "Amplitude request of %d events failed (attempt %d): %s; retrying in %.2f s",
+            size,
+            state.attempt_number,
+            exc,
+            state.upcoming_sleep,
+        )
+
+    def _log_summary(self, result: DeliveryResult) -> None:
+        counts = result.counts()
+        if counts["rejected"]:
+            first = next(o for o in result.outcomes if o.status is Status.REJECTED)
+            logger.warning(
+                "Amplitude rejected %d of %d events for good (first: %s)",
+                counts["rejected"],
+                len(result),
+                first.reason,
+            )
+        if counts["retry_later"]:
+            first = next(o for o in result.outcomes if o.status is Status.RETRY_LATER)
+            logger.warning(
+                "%d of %d events must be retried later (first: %s)",
+                counts["retry_later"],
+                len(result),
+                first.reason,
+            )
+        logger.debug(
+            "sent %d events to Amplitude in %d requests, %.3f s: %s",
+            len(result),
+            result.requests,
+            result.elapsed,
+            counts,
+        )
+
+
+class _Send:
+    """The state of one :meth:`AmplitudeClient.send`: a queue of index lists, and held throttled events."""
+
+    def __init__(self, client: AmplitudeClient, events: Sequence[Mapping[str, Any]], end: float) -> None:
+        self.client = client
+        self.events = events
+        self.end = end
+        self.requests = 0
+        self.outcomes: list[EventOutcome | None] = [None] * len(events)
+        self.encoded: list[bytes] = [b""] * len(events)
+        self.holds = [0] * len(events)
+        self.held: list[_Held] = []
+        self.max_events = client.limits.max_events
+        self.max_bytes = client.limits.max_bytes
+        self.overhead = len(client._head) + len(client._tail)
+        self.ready: deque[list[int]] = deque()
+
+    # Outcomes ---------------------------------------------------------------------------------------
+
+    def _set(self, indices: Sequence[int], outcome: EventOutcome) -> None:
+        for i in indices:
+            if self.outcomes[i] is None:
+                self.outcomes[i] = outcome
+
+    def _retry_later_everything(self, code: str, reason: str) -> None:
+        """Mark everything not finished as retry later; held events keep their own reason."""
+        while self.ready:
+            self._set(self.ready.popleft(), EventOutcome(Status.RETRY_LATER, code, reason))
+        self._release_held_as_retry_later()
+
+    def _release_held_as_retry_later(self) -> None:
+        for held in self.held:
+            self._set(held.indices, _THROTTLED_PAST_DEADLINE)
+        self.held.clear()
+
+    def finish(self) -> list[EventOutcome]:
+        lost = EventOutcome(Status.RETRY_LATER, "internal", "not sent (internal error); retry later")
+        return [o if o is not None else lost for o in self.outcomes]
+
+    # Packing ----------------------------------------------------------------------------------------
+
+    def _pack(self, indices: Sequence[int]) -> list[list[int]]:
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        empty = self.overhead - 1  # every event adds its bytes and a comma, but n events have n - 1 commas
+        size = empty
+        max_events, max_bytes = self.max_events, self.max_bytes
+        encoded = self.encoded
+        for i in indices:
+            add = len(encoded[i]) + 1
+            if current and (len(current) >= max_events or size + add > max_bytes):
+                chunks.append(current)
+                current = []
+                size = empty
+            current.append(i)
+            size += add
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _encode(self) -> list[int]:
+        dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+        pending: list[int] = []
+        limit = self.max_bytes - self.overhead
+        for i, event in enumerate(self.events):
+            try:
+                data = dumps(event).encode()
+            except (TypeError, ValueError) as exc:
+                self.outcomes[i] = EventOutcome(
+                    Status.REJECTED,
+                    "not_json",
+                    f"the event cannot be sent as JSON ({exc}); only JSON values, no NaN or Infinity",
+                )
+                continue
+            if not data.startswith(b"{"):
+                self.outcomes[i] = EventOutcome(
+                    Status.REJECTED,
+                    "not_json",
+                    "the event is not a JSON object; Amplitude events are objects",
+                )
+                continue
+            if len(data) > limit:
+                self.outcomes[i] = EventOutcome(
+                    Status.REJECTED,
+                    "too_large",
+                    f"the event is {len(data)} bytes of JSON, more than one {self.client.api} request may "
+                    f"hold ({self.max_bytes} bytes); shrink its properties",
+                )
+                continue
+            self.encoded[i] = data
+            pending.append(i)
+        return pending
+
+    # The loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.ready.extend(self._pack(self._encode()))
+        client = self.client
+        while self.ready or self.held:
+            now = time.monotonic()
+            if client._closed.is_set():
+                self._retry_later_everything("closed", "the client was closed; retry later")
+                return
+            if self.held:
+                due = [h for h in self.held if h.not_before <= now]
+                if due:
+                    self.held = [h for h in self.held if h.not_before > now]
+                    for h in due:
+                        self.ready.extend(self._pack(h.indices))
+            if not self.ready:
+                wake = min(h.not_before for h in self.held)
+                if wake >= self.end:
+                    self._release_held_as_retry_later()
+                    return
+                client._sleep(wake - now)
+                continue
+            if now >= self.end:
+                self._retry_later_everything(
+                    "deadline", "the deadline passed before this event was sent; retry later"
+                )
+                return
+            chunk = self.ready.popleft()
+            if len(chunk) > self.max_events or self._size(chunk) > self.max_bytes:
+                # Packed before a 413 taught us a smaller limit: repack to the limit we know now.
+                self.ready.extendleft(reversed(self._pack(chunk)))
+                chunk = self.ready.popleft()
+            if not self._deliver(chunk):
+                return
+
+    def _attempt(self, body: bytes) -> _Reply:
+        self.requests += 1
+        return self.client._post(body, self.end)
+
+    def _deliver(self, chunk: list[int]) -> bool:
+        """Send one chunk and act on the answer; False means stop sending anything else."""
+        client = self.client
+        body = client._body([self.encoded[i] for i in chunk])
+        try:
+            reply = client._post_with_retries(self._attempt, body, self.end, len(chunk))
+        except _Transient as exc:
+            reason = f"{exc.reason}; retry later with the same insert_id"
+            self._set(chunk, EventOutcome(Status.RETRY_LATER, exc.code, reason))
+            self._retry_later_everything(exc.code, f"not sent: {exc.reason}; retry later")
+            return False
+        status = reply.status
+        if 200 <= status < 300:
+            self._set(chunk, _DELIVERED)
+            return True
+        if status == 413:
+            return self._split(chunk, reply)
+        if status == 429:
+            self._throttled(chunk, reply)
+            return True
+        if status == 400:
+            rejected = self._index_maps(chunk, reply.body)
+            if rejected:
+                rest = [i for i in chunk if self.outcomes[i] is None]
+                if rest:
+                    self.ready.appendleft(rest)
+                return True
+        self._configuration_error(chunk, reply)
+        return False
+
+    def _size(self, chunk: list[int]) -> int:
+        """Bytes of the request body for ``chunk`` before compression."""
+        return self.overhead + sum(len(self.encoded[i]) for i in chunk) + len(chunk) - 1
+
+    def _split(self, chunk: list[int], reply: _Reply) -> bool:
+        if len(chunk) == 1:
+            self._set(
+                chunk,
+                EventOutcome(
+                    Status.REJECTED,
+                    "too_large",
+                    f"Amplitude answered 413 (payload too large) for this event alone "
+                    f"({len(self.encoded[chunk[0]])} bytes of JSON); shrink its properties",
+                ),
+            )
+            return True
+        half = (len(chunk) + 1) // 2
+        # Learn from it: later requests of this send are packed at most half as large.
+        self.max_events = max(1, min(self.max_events, half))
+        self.max_bytes = min(self.max_bytes, max(self._size(chunk[:half]), self._size(chunk[half:])))
+        self.ready.appendleft(chunk[half:])
+        self.ready.appendleft(chunk[:half])
+        logger.info("Amplitude answered 413 for %d events; splitting into halves", len(chunk))
+        return True
+
+    def _throttled(self, chunk: list[int], reply: _Reply) -> None:
+        body = reply.body
+        # ``throttled_events`` names the events precisely; the id maps are the fallback without it.
+        listed = body.get("throttled_events")
+        positions = set(_int_list(listed))
+        users = _str_keys(body.get("throttled_users"))
+        devices = _str_keys(body.get("throttled_devices"))
+        quota_users = _str_keys(body.get("exceeded_daily_quota_users"))
+        quota_devices = _str_keys(body.get("exceeded_daily_quota_devices"))
+        now_ok: list[int] = []
+        hold: list[int] = []
+        quota: list[int] = []
+        for pos, i in enumerate(chunk):
+            event = self.events[i]
+            uid = event.get("user_id")
+            did = event.get("device_id")
+            uid = uid if isinstance(uid, str) else None
+            did = did if isinstance(did, str) else None
+            if isinstance(listed, list):
+                throttled = pos in positions
+            else:
+                throttled = (uid is not None and (uid in users or uid in quota_users)) or (
+                    did is not None and (did in devices or did in quota_devices)
+                )
+            if not throttled:
+                now_ok.append(i)
+            elif (uid is not None and uid in quota_users) or (did is not None and did in quota_devices):
+                quota.append(i)
+            else:
+                hold.append(i)
+        if not hold and not quota:
+            hold, now_ok = now_ok, []  # the answer names no one: hold them all
+        if quota:
+            self._set(
+                quota,
+                EventOutcome(
+                    Status.RETRY_LATER,
+                    "daily_quota",
+                    "Amplitude's daily event quota for this user or device is used up (HTTP 429); "
+                    "retry later with the same insert_id",
+                ),
+            )
+        wait = max(self.client.throttle_wait, reply.retry_after or 0.0)
+        not_before = time.monotonic() + wait
+        keep: list[int] = []
+        for i in hold:
+            self.holds[i] += 1
+            if self.holds[i] > self.client.max_throttle_holds:
+                self._set(
+                    [i],
+                    EventOutcome(
+                        Status.RETRY_LATER,
+                        "throttled",
+                        f"Amplitude throttled this event {self.holds[i]} times (HTTP 429); retry later",
+                    ),
+                )
+            else:
+                keep.append(i)
+        if keep:
+            if not_before >= self.end:
+                self._set(keep, _THROTTLED_PAST_DEADLINE)
+            else:
+                self.held.append(_Held(not_before, keep))
+        if now_ok:
+            self.ready.appendleft(now_ok)
+        logger.info(
+            "Amplitude throttled %d of %d events (429); holding them %.1f s, %d over daily quota",
+            len(hold),
+            len(chunk),
+            wait,
+            len(quota),
+        )
+
+    def _index_maps(self, chunk: list[int], body: dict[str, Any]) -> int:
+        """Reject the events a 400 names; returns how many of this chunk's events were named."""
+        error = self.client._redact(str(body.get("error", "")))[:200]
+        size = len(chunk)
+        named: dict[int, EventOutcome] = {}
+
+        def name(pos: int, code: str, reason: str) -> None:
+            if 0 <= pos < size and pos not in named:
+                named[pos] = EventOutcome(Status.REJECTED, code, f"{reason} (HTTP 400: {error})")
+
+        for map_key, code, what in (
+            ("events_with_invalid_fields", "invalid_fields", "Amplitude found an invalid value in field"),
+            ("events_with_missing_fields", "missing_fields", "Amplitude found a required field missing:"),
+            (
+                "events_with_invalid_id_lengths",
+                "invalid_id",
+                "Amplitude refused the id (too short for min_id_length, or on its invalid list) in",
+            ),
+        ):
+            fields = body.get(map_key)
+            if isinstance(fields, dict):
+                for field_name, positions in fields.items():
+                    for pos in _int_list(positions):
+                        name(pos, code, f"{what} {field_name!r}; fix the event, it will never be accepted")
+        for pos in _int_list(body.get("silenced_events")):
+            name(pos, "silenced", "Amplitude silenced this event (its device sent too many events)")
+        silenced_devices = _str_keys(body.get("silenced_devices"))
+        if silenced_devices:
+            for pos, i in enumerate(chunk):
+                did = self.events[i].get("device_id")
+                if isinstance(did, str) and did in silenced_devices:
+                    name(pos, "silenced", "Amplitude silenced this event's device (too many events)")
+        for pos, outcome in named.items():
+            self._set([chunk[pos]], outcome)
+        return len(named)
+
+    def _configuration_error(self, chunk: list[int], reply: _Reply) -> None:
+        client = self.client
+        body = reply.body
+        detail = client._redact(str(body.get("error", "")))[:200]
+        missing = body.get("missing_field")
+        if missing:
+            detail += f" (missing field {client._redact(str(missing))[:50]})"
+        pending = len(chunk) + sum(len(c) for c in self.ready) + sum(len(h.indices) for h in self.held)
+        logger.error(
+            "Amplitude refused the request (HTTP %d: %s): check the API key, the region and the endpoint "
+            "(%s); %d events kept as retry later, none dropped",
+            reply.status,
+            detail,
+            _redact_url(client.endpoint),
+            pending,
+        )
+        reason = (
+            f"configuration error: Amplitude answered HTTP {reply.status} ({detail}); check the API key, "
+            "region and endpoint, then retry"
+        )
+        self._set(chunk, EventOutcome(Status.RETRY_LATER, "configuration", reason))
+        self._retry_later_everything("configuration", reason)
