@@ -9,12 +9,16 @@ from __future__ import annotations
 from .amplitude_emulator import AmplitudeEmulator
 from .capture import CapturedExposures, InMemorySegmentClient, capture_exposures
 from .collector import CollectorFault, SegmentCollector
+from .flag_server import ExperimentRequest, FlagConfigServer, demo_flags
 
 __all__ = [
     "AmplitudeEmulator",
     "CapturedExposures",
     "CollectorFault",
+    "ExperimentRequest",
+    "FlagConfigServer",
     "InMemorySegmentClient",
     "SegmentCollector",
     "capture_exposures",
+    "demo_flags",
 ]

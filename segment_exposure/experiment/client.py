@@ -1,0 +1,217 @@
+"""``ExposureTrackingClient``: Amplitude's server-side Experiment clients with client-SDK exposure tracking.
+
+amplitude-experiment has no pluggable tracking provider, so this wraps its clients instead and sends
+each exposure through a ``SegmentExposureTrackingProvider`` with the rules of Amplitude's JS, Android
+and iOS clients (see ``rules.decide``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..identity import bound_user, identity_from_user, request_scope
+from ..stats import Counter
+from .evaluation import EvaluationError, evaluator_for
+from .rules import ExposureTrackingProvider, TrackingStats, decide, is_default_variant
+
+__all__ = ["ExposureTrackingClient"]
+
+log = logging.getLogger("segment_exposure")
+
+
+class _RequestVariants:
+    """What one request has seen for one identity: flag -> variant (None: the fallback applied)."""
+
+    __slots__ = ("complete", "variants")
+
+    def __init__(self) -> None:
+        self.variants: dict[str, Any] = {}
+        self.complete = False  # every flag was evaluated: a flag not in ``variants`` does not exist
+
+
+class ExposureTrackingClient:
+    """Evaluates flags with a ``LocalEvaluationClient`` or ``RemoteEvaluationClient`` and tracks exposures.
+
+    ``variant()`` tracks when ``automatic_exposure_tracking`` is on, ``exposure()`` always does, ``all()``
+    never does. Inside a request bound with ``bind_user`` the variants are cached for the request, so it
+    evaluates each flag once and sees one variant per flag even if the flag changes meanwhile.
+
+    ``track_default_variants``: True tracks the flag's default variant as an exposure without a variant,
+    which unsets the user property (the user leaves the experiment), as Amplitude's client SDKs do; False
+    sends nothing for it.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        provider: ExposureTrackingProvider,
+        automatic_exposure_tracking: bool = True,
+        track_default_variants: bool = True,
+    ) -> None:
+        self._evaluator = evaluator_for(client)
+        if not callable(getattr(provider, "track", None)):
+            raise TypeError("provider must have a track(exposure, user) method")
+        self.client = client
+        self.provider = provider
+        self.automatic_exposure_tracking = automatic_exposure_tracking
+        self.track_default_variants = track_default_variants
+        self._stats = TrackingStats()
+        self._evaluations = Counter()
+        self._cache_hits = Counter()
+        self._fallbacks = Counter()
+
+    # -- public API ----------------------------------------------------------------------------------
+
+    def variant(self, user: object, flag_key: str, fallback: Any = None) -> Any:
+        """The user's variant of ``flag_key`` (an ``amplitude_experiment.Variant``); tracks its exposure.
+
+        ``user`` None means the user bound to the current request. When there is no variant (the flag
+        does not exist, or evaluation failed) ``fallback`` is returned (a ``Variant``, a str, or None
+        for an empty ``Variant``) and nothing is tracked. When the user gets the flag's default variant
+        and a ``fallback`` is given, the fallback is returned and the default is still tracked (unset),
+        as in Amplitude's client SDKs. Evaluation errors never propagate.
+        """
+        _check_flag_key(flag_key)
+        user = _resolve(user)
+        variant = self._lookup(user, flag_key)
+        if self.automatic_exposure_tracking:
+            self._track(user, flag_key, variant)
+        if variant is None:
+            self._fallbacks.incr()
+            return _as_variant(fallback)
+        if fallback is not None and is_default_variant(variant):
+            return _as_variant(fallback)
+        return variant
+
+    def exposure(self, user: object, flag_key: str) -> bool:
+        """Track the exposure of ``user`` to ``flag_key`` explicitly; True if the provider accepted it.
+
+        Uses the variant this request already saw for the flag, if any, so a later explicit exposure
+        matches what was shown.
+        """
+        _check_flag_key(flag_key)
+        user = _resolve(user)
+        return self._track(user, flag_key, self._lookup(user, flag_key))
+
+    def all(self, user: object) -> dict[str, Any]:
+        """Every flag's variant for ``user`` (default variants included); tracks nothing.
+
+        On an evaluation error returns what this request has already seen (often nothing).
+        """
+        user = _resolve(user)
+        return self._all(user, self._entry(user))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: evaluations (calls into the SDK), cache_hits, fallbacks, errors, tracked,
+        tracked_unset, not_accepted, and suppressed exposures by reason."""
+        return self._stats.snapshot(
+            evaluations=self._evaluations.value,
+            cache_hits=self._cache_hits.value,
+            fallbacks=self._fallbacks.value,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<ExposureTrackingClient client={type(self.client).__name__} "
+            f"automatic_exposure_tracking={self.automatic_exposure_tracking} "
+            f"track_default_variants={self.track_default_variants}>"
+        )
+
+    # -- evaluation, cached per request --------------------------------------------------------------
+
+    def _entry(self, user: object) -> _RequestVariants | None:
+        scope = request_scope()
+        if scope is None:
+            return None
+        key = (self, *identity_from_user(user))
+        entry: _RequestVariants | None = scope.get(key)
+        if entry is None:
+            entry = scope[key] = _RequestVariants()
+        return entry
+
+    def _lookup(self, user: object, flag_key: str) -> Any:
+        """The flag's variant, or None when the fallback applies."""
+        entry = self._entry(user)
+        if entry is not None:
+            if flag_key in entry.variants or entry.complete:
+                self._cache_hits.incr()
+                return entry.variants.get(flag_key)
+            if self._evaluator.prefers_all:
+                self._all(user, entry)
+                # Recorded even after a failed fetch, so the request keeps one answer for the flag.
+                return entry.variants.setdefault(flag_key, None)
+        result = self._evaluate(user, [flag_key])
+        variant = result.get(flag_key) if result is not None else None
+        if entry is not None:
+            entry.variants[flag_key] = variant
+        return variant
+
+    def _all(self, user: object, entry: _RequestVariants | None) -> dict[str, Any]:
+        if entry is None:
+            return self._evaluate(user, None) or {}
+        if entry.complete:
+            self._cache_hits.incr()
+        else:
+            result = self._evaluate(user, None)
+            if result is not None:
+                for flag_key, variant in result.items():
+                    entry.variants.setdefault(flag_key, variant)  # what the request saw first wins
+                entry.complete = True
+        return {k: v for k, v in entry.variants.items() if v is not None}
+
+    def _evaluate(self, user: object, flag_keys: list[str] | None) -> dict[str, Any] | None:
+        self._evaluations.incr()
+        try:
+            return dict(self._evaluator.evaluate(user, flag_keys))
+        except Exception as exc:
+            self._stats.errors.incr()
+            what = "every flag" if flag_keys is None else f"flag {flag_keys[0]!r}"
+            detail = exc if isinstance(exc, EvaluationError) else f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "segment-exposure: evaluating %s failed; the fallback applies: %s",
+                what,
+                detail,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            return None
+
+    # -- tracking ------------------------------------------------------------------------------------
+
+    def _track(self, user: object, flag_key: str, variant: Any) -> bool:
+        try:
+            verdict = decide(flag_key, variant, track_default_variants=self.track_default_variants)
+            accepted = verdict.exposure is not None and bool(self.provider.track(verdict.exposure, user))
+        except Exception:
+            self._stats.errors.incr()
+            log.exception("segment-exposure: tracking the exposure of flag %r failed", flag_key)
+            return False
+        self._stats.count(verdict, accepted)
+        return accepted
+
+
+def _check_flag_key(flag_key: object) -> None:
+    if not isinstance(flag_key, str):
+        raise TypeError(f"flag_key must be a str, got {type(flag_key).__name__}")
+
+
+def _resolve(user: object) -> object:
+    if user is None:
+        user = bound_user()
+    if user is not None and not isinstance(user, Mapping) and not hasattr(user, "user_id"):
+        raise TypeError(
+            f"user must be an amplitude_experiment.User, a mapping of its fields, or None; "
+            f"got {type(user).__name__}"
+        )
+    return user
+
+
+def _as_variant(fallback: Any) -> Any:
+    from amplitude_experiment import Variant
+
+    if fallback is None:
+        return Variant()
+    if isinstance(fallback, str):
+        return Variant(value=fallback, key=fallback)
+    return fallback

@@ -1,0 +1,131 @@
+"""One interface over the two Experiment clients: evaluate some flags for a user, or raise.
+
+The wrapper needs "these variants, or an error"; the SDK clients differ in how they say either, and the
+remote one often logs a failure and returns nothing instead of raising. The evaluators here turn each
+into the same contract, and ask nothing of Amplitude beyond the variants.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol
+
+from ._sdk import as_sdk_user, require_sdk
+
+__all__ = ["EvaluationError", "Evaluator", "LocalEvaluator", "RemoteEvaluator", "evaluator_for"]
+
+log = logging.getLogger("segment_exposure")
+
+
+class EvaluationError(Exception):
+    """The Experiment client could not evaluate: the caller's fallback applies."""
+
+
+class Evaluator(Protocol):
+    """Evaluates flags for a user; ``flag_keys=None`` means every flag."""
+
+    #: True when one call for every flag costs about what one call for a single flag does.
+    prefers_all: bool
+
+    def evaluate(self, user: object, flag_keys: list[str] | None) -> dict[str, Any]: ...
+
+
+class LocalEvaluator:
+    """``LocalEvaluationClient.evaluate_v2`` with no options, so the SDK tracks nothing itself."""
+
+    prefers_all = False  # evaluation is CPU work per flag: evaluate only what is asked for
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        if getattr(client, "assignment_service", None) is not None:
+            log.warning(
+                "segment-exposure: this LocalEvaluationClient has an assignment_config, so the SDK sends "
+                "[Experiment] Assignment events to Amplitude on every evaluation besides these $exposure "
+                "events; remove assignment_config to send exposures through Segment only"
+            )
+
+    def evaluate(self, user: object, flag_keys: list[str] | None) -> dict[str, Any]:
+        result = self.client.evaluate_v2(as_sdk_user(user), set(flag_keys) if flag_keys else None)
+        if not isinstance(result, dict):
+            raise EvaluationError(f"evaluate_v2 returned {type(result).__name__}, not a dict")
+        return result
+
+
+class _FetchFailures(logging.Filter):
+    """Counts, per thread, the fetch failures ``RemoteEvaluationClient`` logs instead of raising.
+
+    With its default ``fetch_retries=0`` a failed fetch logs "[Experiment] Fetch failed" and returns
+    ``{}``, which otherwise reads as "no flags". The client logs on the calling thread, so a
+    thread-local count taken around the call tells the two apart.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def count(self) -> int:
+        n: int = getattr(self._local, "n", 0)
+        return n
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith("[Experiment] Fetch failed"):
+            self._local.n = self.count() + 1
+        return True
+
+    @classmethod
+    def on(cls, logger: logging.Logger) -> _FetchFailures:
+        for existing in logger.filters:
+            if isinstance(existing, cls):
+                return existing
+        watch = cls()
+        logger.addFilter(watch)
+        return watch
+
+
+class RemoteEvaluator:
+    """``RemoteEvaluationClient.fetch_v2`` asking Amplitude's servers to track nothing.
+
+    ``FetchOptions(tracksAssignment=False, tracksExposure=False)`` makes the SDK send
+    ``X-Amp-Exp-Track: no-track`` and ``X-Amp-Exp-Exposure-Track: no-track``; without them the server
+    tracks an assignment event for every fetch, which would count the user a second time.
+    """
+
+    prefers_all = True  # the round trip dominates: one fetch can serve a whole request
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        from amplitude_experiment.remote.fetch_options import FetchOptions
+
+        self._options = FetchOptions
+        logger = getattr(client, "logger", None)
+        self._failures = _FetchFailures.on(logger) if isinstance(logger, logging.Logger) else None
+
+    def evaluate(self, user: object, flag_keys: list[str] | None) -> dict[str, Any]:
+        options = self._options(tracksAssignment=False, tracksExposure=False, flagKeys=flag_keys or None)
+        before = self._failures.count() if self._failures is not None else 0
+        result = self.client.fetch_v2(as_sdk_user(user), options)
+        if result is None:
+            raise EvaluationError("fetch_v2 failed (the server rejected the request)")
+        if not isinstance(result, dict):
+            raise EvaluationError(f"fetch_v2 returned {type(result).__name__}, not a dict")
+        if not result and self._failures is not None and self._failures.count() > before:
+            raise EvaluationError("fetch_v2 failed (see the 'Amplitude' logger)")
+        return result
+
+
+def evaluator_for(client: object) -> LocalEvaluator | RemoteEvaluator:
+    """The evaluator for a ``LocalEvaluationClient`` or ``RemoteEvaluationClient`` (or a look-alike)."""
+    sdk = require_sdk()
+    if isinstance(client, sdk.LocalEvaluationClient):
+        return LocalEvaluator(client)
+    if isinstance(client, sdk.RemoteEvaluationClient):
+        return RemoteEvaluator(client)
+    if callable(getattr(client, "evaluate_v2", None)):
+        return LocalEvaluator(client)
+    if callable(getattr(client, "fetch_v2", None)):
+        return RemoteEvaluator(client)
+    raise TypeError(
+        "client must be an amplitude_experiment LocalEvaluationClient or RemoteEvaluationClient, "
+        f"got {type(client).__name__}"
+    )
