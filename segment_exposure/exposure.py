@@ -28,8 +28,8 @@ class Exposure:
     def __post_init__(self) -> None:
         if not isinstance(self.flag_key, str) or not self.flag_key:
             raise ValueError(f"flag_key must be a non-empty str, got {self.flag_key!r}")
-        if self.variant is not None and not isinstance(self.variant, str):
-            raise ValueError(f"variant must be a str or None, got {type(self.variant).__name__}")
+        if self.variant is not None and (not isinstance(self.variant, str) or not self.variant):
+            raise ValueError(f"variant must be a non-empty str, or None to unset, got {self.variant!r}")
         if self.experiment_key is not None and not isinstance(self.experiment_key, str):
             raise ValueError(
                 f"experiment_key must be a str or None, got {type(self.experiment_key).__name__}"

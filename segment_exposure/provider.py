@@ -258,7 +258,7 @@ class SegmentExposureTrackingProvider:
         if (
             flag_key.__class__ is not str
             or not flag_key
-            or (variant is not None and variant.__class__ is not str)
+            or (variant is not None and (variant.__class__ is not str or not variant))
             or (experiment_key is not None and experiment_key.__class__ is not str)
         ):
             return self._drop("invalid", exposure)

@@ -189,11 +189,12 @@ def test_bad_input_returns_false_and_is_counted(
 
 def test_exposure_with_types_forced_past_validation_is_invalid(make_provider: Any) -> None:
     provider = make_provider()
-    for field, value in [("flag_key", ""), ("flag_key", 5), ("variant", 1), ("experiment_key", ["x"])]:
+    cases = [("flag_key", ""), ("flag_key", 5), ("variant", 1), ("variant", ""), ("experiment_key", ["x"])]
+    for field, value in cases:
         exposure = Exposure("f", "a")
         object.__setattr__(exposure, field, value)
         assert provider.track(exposure, {"user_id": "user-1"}) is False
-    assert provider.stats()["dropped"]["invalid"] == 4
+    assert provider.stats()["dropped"]["invalid"] == 5
 
 
 def test_exposure_validates_at_construction() -> None:
@@ -201,6 +202,8 @@ def test_exposure_validates_at_construction() -> None:
         Exposure("")
     with pytest.raises(ValueError, match="variant"):
         Exposure("f", 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="variant"):
+        Exposure("f", "")  # an empty key is neither a variant nor an unset: Amplitude rejects it
     with pytest.raises(ValueError, match="metadata"):
         Exposure("f", "a", metadata=[1])  # type: ignore[arg-type]
 

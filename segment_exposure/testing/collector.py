@@ -76,7 +76,7 @@ class SegmentCollector:
     def start(self) -> SegmentCollector:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="segment-collector", daemon=True
+                target=self._server.serve_forever, args=(0.05,), name="segment-collector", daemon=True
             )
             self._thread.start()
         return self
@@ -241,6 +241,9 @@ class SegmentCollector:
 def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without TCP_NODELAY every reply waits ~40 ms on
+        # the client's delayed ACK.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read assertions
             return
