@@ -14,7 +14,7 @@ from typing import Any
 from ..identity import bound_user, identity_from_user, request_scope
 from ..stats import Counter
 from .evaluation import EvaluationError, evaluator_for
-from .rules import ExposureTrackingProvider, TrackingStats, decide, is_default_variant
+from .rules import ExposureTrackingProvider, TrackingStats, is_default_variant, track_flag
 
 __all__ = ["ExposureTrackingClient"]
 
@@ -180,15 +180,14 @@ class ExposureTrackingClient:
     # -- tracking ------------------------------------------------------------------------------------
 
     def _track(self, user: object, flag_key: str, variant: Any) -> bool:
-        try:
-            verdict = decide(flag_key, variant, track_default_variants=self.track_default_variants)
-            accepted = verdict.exposure is not None and bool(self.provider.track(verdict.exposure, user))
-        except Exception:
-            self._stats.errors.incr()
-            log.exception("segment-exposure: tracking the exposure of flag %r failed", flag_key)
-            return False
-        self._stats.count(verdict, accepted)
-        return accepted
+        return track_flag(
+            self.provider,
+            self._stats,
+            flag_key,
+            variant,
+            user,
+            track_default_variants=self.track_default_variants,
+        )
 
 
 def _check_flag_key(flag_key: object) -> None:

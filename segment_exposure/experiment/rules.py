@@ -6,6 +6,7 @@ Both the wrapping client and the SDK-native route decide here, so the two paths 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,8 +21,11 @@ __all__ = [
     "Verdict",
     "decide",
     "is_default_variant",
+    "track_flag",
     "variant_label",
 ]
+
+log = logging.getLogger("segment_exposure")
 
 
 class ExposureTrackingProvider(Protocol):
@@ -131,3 +135,24 @@ class TrackingStats:
             "suppressed": suppressed,
             "suppressed_total": sum(suppressed.values()),
         }
+
+
+def track_flag(
+    provider: ExposureTrackingProvider,
+    stats: TrackingStats,
+    flag_key: str,
+    variant: Any,
+    user: object,
+    *,
+    track_default_variants: bool,
+) -> bool:
+    """Decide, send to ``provider`` and count; True if the provider accepted it. Never raises."""
+    try:
+        verdict = decide(flag_key, variant, track_default_variants=track_default_variants)
+        accepted = verdict.exposure is not None and bool(provider.track(verdict.exposure, user))
+    except Exception:
+        stats.errors.incr()
+        log.exception("segment-exposure: tracking the exposure of flag %r failed", flag_key)
+        return False
+    stats.count(verdict, accepted)
+    return accepted

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ._sdk import UntestedSDKVersionError, check_tested_sdk_version, require_sdk
-from .rules import ExposureTrackingProvider, TrackingStats, decide
+from .rules import ExposureTrackingProvider, TrackingStats, track_flag
 
 __all__ = ["SegmentExposureService", "route_sdk_exposures"]
 
@@ -83,14 +83,14 @@ class SegmentExposureService:
             log.exception("segment-exposure: unreadable exposure from amplitude-experiment; not tracked")
             return
         for flag_key, variant in items:
-            try:
-                verdict = decide(flag_key, variant, track_default_variants=self.track_default_variants)
-                accepted = verdict.exposure is not None and bool(self.provider.track(verdict.exposure, user))
-            except Exception:
-                self._stats.errors.incr()
-                log.exception("segment-exposure: tracking the exposure of flag %r failed", flag_key)
-                continue
-            self._stats.count(verdict, accepted)
+            track_flag(
+                self.provider,
+                self._stats,
+                flag_key,
+                variant,
+                user,
+                track_default_variants=self.track_default_variants,
+            )
 
     def restore(self) -> None:
         """Put the SDK's own exposure service back on the client this service was installed on."""
