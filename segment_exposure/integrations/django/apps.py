@@ -1,0 +1,152 @@
+"""The app config, and the one provider per process that ``settings.SEGMENT_EXPOSURE`` describes.
+
+The provider is built on first use, not in ``ready()``: management commands (``migrate``, ``check``)
+then start no Segment threads, and a bad configuration is reported by the system checks instead of
+crashing start-up. Under gunicorn ``--preload`` it does not matter which side of the fork builds it:
+the provider is fork-safe.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import AppConfig  # type: ignore[import-untyped]
+from django.conf import settings  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+from django.core.signals import setting_changed  # type: ignore[import-untyped]
+
+from ...provider import SegmentExposureTrackingProvider
+from .._common import (
+    DEVICE_ID_COOKIE,
+    USER_ID_ATTRIBUTES,
+    Problem,
+    build_provider,
+    check_options,
+    resolve,
+)
+
+__all__ = ["SETTING", "Conf", "SegmentExposureConfig", "conf", "get_provider", "reset", "settings_problems"]
+
+#: The name of the Django setting (a dict of options).
+SETTING = "SEGMENT_EXPOSURE"
+
+
+def spell(name: str) -> str:
+    """How an option is written in settings, for messages."""
+    return f'{SETTING}["{name}"]'
+
+
+@dataclass(frozen=True)
+class Conf:
+    """``settings.SEGMENT_EXPOSURE`` checked and resolved: what the middleware reads on every request."""
+
+    options: dict[str, Any]
+    identify: Callable[[Any], object] | None  # None: the default resolver
+    device_id_cookie: str
+    set_device_id_cookie: bool
+    user_id_attribute: str
+
+
+_lock = threading.Lock()
+_conf: Conf | None = None
+_built: tuple[SegmentExposureTrackingProvider, bool] | None = None  # (provider, owned by us)
+
+
+def settings_problems() -> list[Problem]:
+    """Every problem with ``settings.SEGMENT_EXPOSURE`` (the system checks add the middleware's)."""
+    raw = getattr(settings, SETTING, None)
+    if raw is not None and not isinstance(raw, Mapping):
+        return [
+            Problem(
+                "segment_exposure.E002",
+                f"settings.{SETTING} must be a dict of options, got {type(raw).__name__}",
+                f'for example {SETTING} = {{"WRITE_KEY": "..."}}',
+            )
+        ]
+    return check_options(raw or {}, spell)
+
+
+def conf() -> Conf:
+    """The current configuration, cached until the setting changes; ImproperlyConfigured if unusable."""
+    global _conf
+    current = _conf
+    if current is None:
+        errors = [p for p in settings_problems() if p.is_error]
+        if errors:
+            raise ImproperlyConfigured(
+                "segment-exposure is misconfigured (see `manage.py check`):\n"
+                + "\n".join(f"  {p}" for p in errors)
+            )
+        options = dict(getattr(settings, SETTING, None) or {})
+        current = _conf = Conf(
+            options=options,
+            identify=resolve(options.get("IDENTIFY")),
+            device_id_cookie=options.get("DEVICE_ID_COOKIE") or DEVICE_ID_COOKIE,
+            set_device_id_cookie=bool(options.get("SET_DEVICE_ID_COOKIE")),
+            user_id_attribute=options.get("USER_ID_ATTRIBUTE") or USER_ID_ATTRIBUTES["django"],
+        )
+    return current
+
+
+def get_provider() -> SegmentExposureTrackingProvider:
+    """The process's provider, built from settings once, on first use."""
+    global _built
+    built = _built
+    if built is None:
+        with _lock:
+            built = _built
+            if built is None:
+                built = _built = build_provider(conf().options)
+    return built[0]
+
+
+def reset() -> None:
+    """Forget the configuration and the provider (shutting it down if it was built from settings).
+
+    Called when ``SEGMENT_EXPOSURE`` changes (``override_settings``, pytest-django's ``settings``), so
+    tests can point the integration at their own collector.
+    """
+    global _conf, _built
+    with _lock:
+        built, _built, _conf = _built, None, None
+    if built is not None and built[1]:
+        built[0].shutdown(built[0].flush_timeout)
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING:
+        reset()
+
+
+def _after_fork_in_child() -> None:
+    # A lock some other thread held at fork() would never be released in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SegmentExposureConfig(AppConfig):  # type: ignore[misc]
+    """Registers the system checks and follows changes to ``settings.SEGMENT_EXPOSURE``."""
+
+    name = "segment_exposure.integrations.django"
+    label = "segment_exposure"
+    verbose_name = "Segment exposure tracking"
+
+    def ready(self) -> None:
+        from django.core import checks  # type: ignore[import-untyped]
+
+        from .checks import check_settings
+
+        checks.register(check_settings, "segment_exposure")
+        setting_changed.connect(_on_setting_changed, dispatch_uid="segment_exposure.setting_changed")
+
+    @property
+    def provider(self) -> SegmentExposureTrackingProvider:
+        """The process's provider (``get_provider()``)."""
+        return get_provider()

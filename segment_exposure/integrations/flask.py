@@ -1,0 +1,212 @@
+"""Flask integration: ``SegmentExposure(app)`` gives every request its identity for the provider.
+
+The extension builds one provider per app from ``SEGMENT_EXPOSURE_*`` config keys and binds each
+request's identity (see ``segment_exposure.bind_user``), so inside a request
+``provider.track(exposure)`` and the Experiment integration's ``variant(None, flag)`` need no user.
+Nothing is sent on the request path: the provider delivers from its own threads and flushes, bounded
+by ``SEGMENT_EXPOSURE_FLUSH_TIMEOUT``, when the process exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..identity import bind_user
+from ..provider import SegmentExposureTrackingProvider
+from ._common import (
+    DEVICE_ID_COOKIE,
+    DEVICE_ID_COOKIE_MAX_AGE,
+    USER_ID_ATTRIBUTES,
+    as_id,
+    build_provider,
+    check_options,
+    field,
+    identify_safely,
+    make_user,
+    missing_framework,
+    new_device_id,
+    resolve,
+)
+
+try:
+    from flask import Flask, Request, Response, current_app, g, has_app_context, request
+except ImportError as exc:
+    raise ImportError(missing_framework("Flask", "flask")) from exc
+
+__all__ = ["CONFIG_PREFIX", "EXTENSION_NAME", "SegmentExposure", "default_identify"]
+
+#: Every config key of this extension starts with this.
+CONFIG_PREFIX = "SEGMENT_EXPOSURE_"
+#: The key in ``app.extensions``.
+EXTENSION_NAME = "segment_exposure"
+
+_G_BINDING = "_segment_exposure_binding"
+_G_NEW_DEVICE_ID = "_segment_exposure_new_device_id"
+
+Identify = Callable[[Request], object]
+
+
+@dataclass(frozen=True)
+class _AppState:
+    """What one app's configuration resolved to; read on every request, never changed."""
+
+    provider: SegmentExposureTrackingProvider
+    identify: Identify
+    device_id_cookie: str
+    set_device_id_cookie: bool
+    user_id_attribute: str
+
+
+class SegmentExposure:
+    """The Flask extension: ``SegmentExposure(app)``, or ``SegmentExposure()`` then ``init_app(app)``.
+
+    Config keys (read once, by ``init_app``): ``SEGMENT_EXPOSURE_WRITE_KEY`` (or ``_PROVIDER``, an existing
+    provider, or ``_ANALYTICS``, an existing Segment client), ``_HOST``, ``_IDENTIFY`` (a callable or dotted
+    path: request -> Experiment user or mapping; default ``default_identify``), ``_DEDUPE_TTL``,
+    ``_DEDUPE_CAPACITY``, ``_MAX_QUEUE_SIZE``, ``_FLUSH_TIMEOUT``, ``_INCLUDE_METADATA``, ``_INTEGRATIONS``,
+    ``_CLIENT_OPTIONS``, ``_DEVICE_ID_COOKIE`` (``"amp_device_id"``), ``_SET_DEVICE_ID_COOKIE`` (False) and
+    ``_USER_ID_ATTRIBUTE`` (``"id"``).
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        # One extension object may serve several apps (the app-factory pattern): state is per app.
+        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
+        if app is not None:
+            self._set_up(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read ``app.config``, build the app's provider and register the per-request identity hooks.
+
+        Raises RuntimeError on a configuration error (the same ids as the Django system checks) and
+        warns about what it ignores, such as an unknown ``SEGMENT_EXPOSURE_*`` key.
+        """
+        self._set_up(app)
+
+    def _set_up(self, app: Flask) -> None:
+        if EXTENSION_NAME in app.extensions:
+            raise RuntimeError("SegmentExposure is already set up on this app; call init_app() once per app")
+        options = {
+            key[len(CONFIG_PREFIX) :]: value
+            for key, value in app.config.items()
+            if key.startswith(CONFIG_PREFIX)
+        }
+        problems = check_options(options, lambda name: CONFIG_PREFIX + name)
+        errors = [p for p in problems if p.is_error]
+        if errors:
+            raise RuntimeError("segment-exposure is misconfigured:\n" + "\n".join(f"  {p}" for p in errors))
+        for problem in problems:
+            warnings.warn(str(problem), UserWarning, stacklevel=3)  # the caller's line
+        provider, _ = build_provider(options)
+        state = _AppState(
+            provider=provider,
+            identify=resolve(options.get("IDENTIFY")) or default_identify,
+            device_id_cookie=options.get("DEVICE_ID_COOKIE") or DEVICE_ID_COOKIE,
+            set_device_id_cookie=bool(options.get("SET_DEVICE_ID_COOKIE")),
+            user_id_attribute=options.get("USER_ID_ATTRIBUTE") or USER_ID_ATTRIBUTES["flask"],
+        )
+        self._states[app] = state
+        app.extensions[EXTENSION_NAME] = self
+
+        def bind_request_identity() -> None:
+            _bind(state)
+
+        app.before_request(bind_request_identity)
+        app.teardown_request(_unbind)
+        if state.set_device_id_cookie:
+
+            def set_device_id_cookie(response: Response) -> Response:
+                return _set_device_id_cookie(state, response)
+
+            app.after_request(set_device_id_cookie)
+
+    @property
+    def provider(self) -> SegmentExposureTrackingProvider:
+        """The current app's provider (outside an app context: the only app's)."""
+        return self._state().provider
+
+    def _state(self) -> _AppState:
+        if has_app_context():
+            app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            state = self._states.get(app)
+            if state is None:
+                raise RuntimeError("SegmentExposure was not set up on the current app: call init_app(app)")
+            return state
+        if len(self._states) == 1:
+            return next(iter(self._states.values()))
+        raise RuntimeError(
+            f"SegmentExposure serves {len(self._states)} apps: use it inside an app context "
+            "(current_app.extensions['segment_exposure'].provider)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<SegmentExposure apps={len(self._states)}>"
+
+
+def _bind(state: _AppState) -> None:
+    # Runs as a before_request function, so it sees what hooks registered before init_app() set (g.user).
+    g.pop(_G_NEW_DEVICE_ID, None)
+    if state.set_device_id_cookie and not request.cookies.get(state.device_id_cookie):
+        setattr(g, _G_NEW_DEVICE_ID, new_device_id())
+    user = identify_safely(state.identify, request)
+    binding = contextlib.ExitStack()
+    binding.enter_context(bind_user(user))
+    setattr(g, _G_BINDING, binding)
+
+
+def _unbind(exc: BaseException | None) -> None:
+    # teardown_request runs whatever happened (an exception, a before_request that answered first),
+    # in the context the request was bound in, so the contextvar never outlives the request. ``g`` can
+    # (an app context pushed around several requests, as test suites do), so it is emptied here too.
+    g.pop(_G_NEW_DEVICE_ID, None)
+    binding = g.pop(_G_BINDING, None)
+    if binding is not None:
+        binding.close()
+
+
+def _set_device_id_cookie(state: _AppState, response: Response) -> Response:
+    device_id = g.get(_G_NEW_DEVICE_ID)
+    if device_id:
+        response.set_cookie(
+            state.device_id_cookie,
+            device_id,
+            max_age=DEVICE_ID_COOKIE_MAX_AGE,
+            secure=request.is_secure,
+            httponly=False,  # an id, not a credential: Amplitude's browser SDK may be given it too
+            samesite="Lax",
+        )
+    return response
+
+
+def default_identify(req: Request) -> object:
+    """The default ``SEGMENT_EXPOSURE_IDENTIFY``: an Experiment user from the logged-in user and a cookie.
+
+    ``user_id``: ``g.user``'s ``SEGMENT_EXPOSURE_USER_ID_ATTRIBUTE`` (``id``; an attribute or a key, so a
+    ``sqlite3.Row`` works) when ``g.user`` is set, else Flask-Login's ``current_user.get_id()`` when the
+    app uses Flask-Login and the user is authenticated. ``device_id``: the ``amp_device_id`` cookie
+    (``SEGMENT_EXPOSURE_DEVICE_ID_COOKIE``), or the id generated for this request when
+    ``SEGMENT_EXPOSURE_SET_DEVICE_ID_COOKIE`` is on. Call it from your own resolver to add fields.
+    """
+    ext = current_app.extensions.get(EXTENSION_NAME)
+    state = ext._state() if isinstance(ext, SegmentExposure) else None
+    cookie = state.device_id_cookie if state else DEVICE_ID_COOKIE
+    attribute = state.user_id_attribute if state else USER_ID_ATTRIBUTES["flask"]
+    device_id = as_id(req.cookies.get(cookie)) or g.get(_G_NEW_DEVICE_ID)
+    return make_user(_logged_in_user_id(attribute), device_id)
+
+
+def _logged_in_user_id(attribute: str) -> str | None:
+    user = g.get("user")
+    if user is not None:
+        return as_id(field(user, attribute))
+    flask_login = sys.modules.get("flask_login")  # only if the app imported it: never imported here
+    if flask_login is not None and getattr(current_app, "login_manager", None) is not None:
+        current_user: Any = flask_login.current_user
+        if getattr(current_user, "is_authenticated", False):
+            return as_id(current_user.get_id())
+    return None
