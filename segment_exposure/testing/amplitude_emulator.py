@@ -422,6 +422,24 @@ class AmplitudeEmulator:
         with self._cond:
             return len(self._requests)
 
+    def experiment_properties(self) -> dict[tuple[str, str], str | None]:
+        """Each user's ``[Experiment] <flag>`` property as Amplitude would end up with it.
+
+        Replays the ingested ``$exposure`` events in event-time order (ingestion order breaks ties):
+        a variant sets the property, an exposure without one unsets it (``None``). Keys are
+        ``(user_id or device_id, flag_key)``.
+        """
+        ordered = sorted(enumerate(self.ingested), key=lambda item: (item[1].get("time", 0), item[0]))
+        state: dict[tuple[str, str], str | None] = {}
+        for _, event in ordered:
+            props = event.get("event_properties") or {}
+            flag = props.get("flag_key")
+            who = event.get("user_id") or event.get("device_id")
+            if event.get("event_type") == "$exposure" and isinstance(flag, str) and isinstance(who, str):
+                variant = props.get("variant")
+                state[(who, flag)] = variant if isinstance(variant, str) else None
+        return state
+
     def wait_for_ingested(self, count: int, timeout: float = 5.0) -> bool:
         """Block until at least ``count`` events are ingested; False if ``timeout`` passes first."""
         with self._cond:

@@ -1,0 +1,281 @@
+"""``segment-exposure doctor``: audit a Segment export for what silently spoils experiment results.
+
+Each check is a small function over one event; findings are counted with a few examples and a fix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ..exposure import EXPOSURE_EVENT
+from ..translate import id_problem, parse_time_ms
+from .records import BadRecord, iter_records
+
+__all__ = ["CHECKS", "Finding", "audit", "load_flag_variants"]
+
+SEVEN_DAYS_MS = 7 * 86_400_000
+FUTURE_SLACK_MS = 5 * 60_000  # clock skew tolerated before a timestamp counts as "in the future"
+AMPLITUDE_DESTINATIONS = ("Actions Amplitude", "Amplitude")
+MAX_EXAMPLES = 3
+
+
+@dataclass
+class Finding:
+    """One kind of problem: how often, where (examples), and what to do about it."""
+
+    check: str
+    severity: str  # "error" or "warning"
+    title: str
+    fix: str
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+    breakdown: Counter[str] = field(default_factory=Counter)
+
+    def add(self, where: str, detail: str | None = None) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(where)
+        if detail is not None:
+            self.breakdown[detail] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "severity": self.severity,
+            "title": self.title,
+            "count": self.count,
+            "examples": self.examples,
+            "breakdown": dict(self.breakdown),
+            "fix": self.fix,
+        }
+
+
+CHECKS: dict[str, tuple[str, str, str]] = {
+    "misnamed_exposure": (
+        "error",
+        "exposure-like events under another name",
+        "send exactly '$exposure'; Amplitude ignores any other name in experiment analysis",
+    ),
+    "missing_flag_key": (
+        "error",
+        "$exposure without a flag_key",
+        "set properties.flag_key to the flag's key",
+    ),
+    "variant_value_not_key": (
+        "error",
+        "variant sent as its value where the flag has a key",
+        "send the variant key (Variant.key), not Variant.value",
+    ),
+    "unset_variant": (
+        "warning",
+        "$exposure without a variant (unsets the user's experiment property)",
+        "expected for default variants; otherwise send properties.variant",
+    ),
+    "invalid_id": (
+        "error",
+        "ids Amplitude will reject (too short, or on its invalid list)",
+        "send real ids, or set min_id_length on the destination for short ones",
+    ),
+    "missing_message_id": (
+        "error",
+        "no messageId (retries cannot be deduplicated)",
+        "let the Segment library set messageId; never strip it",
+    ),
+    "duplicate_message_id": (
+        "warning",
+        "the same messageId more than once",
+        "normal after retries; if the events differ, the sender reuses ids",
+    ),
+    "device_id_mismatch": (
+        "warning",
+        "context.device.id disagrees with anonymousId",
+        "Segment's Amplitude mapping prefers context.device.id: make it the Experiment device_id or drop it",
+    ),
+    "timestamp_future": (
+        "error",
+        "timestamp in the future",
+        "send aware UTC timestamps; check the sender's clock",
+    ),
+    "timestamp_old": (
+        "warning",
+        "timestamp more than 7 days old",
+        "Amplitude's insert_id dedupe covers 7 days: replays older than that can duplicate",
+    ),
+    "unparseable_timestamp": ("error", "timestamp missing or unreadable", "send ISO 8601 timestamps"),
+    "double_routing": (
+        "warning",
+        "exposures not kept from Segment's own Amplitude destination",
+        'add integrations {"Actions Amplitude": false} (or a destination filter) so Amplitude gets one copy',
+    ),
+    "not_json_object": ("error", "records that are not JSON objects", "export one Segment event per line"),
+}
+
+
+def load_flag_variants(flags: Any) -> dict[str, dict[str, set[str]]]:
+    """From a flag config list (the ``/sdk/v2/flags`` format): flag -> {"keys": ..., "values": ...}."""
+    result: dict[str, dict[str, set[str]]] = {}
+    for flag in flags if isinstance(flags, list) else []:
+        if not isinstance(flag, dict) or not isinstance(flag.get("key"), str):
+            continue
+        keys: set[str] = set()
+        values: set[str] = set()
+        for name, variant in (flag.get("variants") or {}).items():
+            if isinstance(variant, dict):
+                keys.add(str(variant.get("key", name)))
+                if isinstance(variant.get("value"), str):
+                    values.add(variant["value"])
+        result[flag["key"]] = {"keys": keys, "values": values}
+    return result
+
+
+def _where(line: int, event: Mapping[str, Any]) -> str:
+    mid = event.get("messageId")
+    return f"line {line}" + (f" ({mid})" if isinstance(mid, str) else "")
+
+
+def _is_exposure_like(name: str) -> bool:
+    return name != EXPOSURE_EVENT and "exposure" in name.lower()
+
+
+def audit(
+    source: IO[str],
+    *,
+    flags: Mapping[str, Mapping[str, set[str]]] | None = None,
+    min_id_length: int | None = None,
+    now_ms: int | None = None,
+) -> tuple[list[Finding], int]:
+    """Run every check over ``source``; returns the findings with a count, and how many records were read."""
+    findings = {name: Finding(name, *spec) for name, spec in CHECKS.items()}
+    seen_ids: dict[str, int] = {}
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    state = _Audit(findings, flags or {}, min_id_length, now_ms)
+    total = 0
+    for record in iter_records(source):
+        total += 1
+        if isinstance(record, BadRecord):
+            state.add("not_json_object", f"line {record.line}")
+            continue
+        event = record.value
+        if not isinstance(event, dict):
+            state.add("not_json_object", f"line {record.line}")
+            continue
+        where = _where(record.line, event)
+        _check_message_id(state, event, where, seen_ids)
+        name = event.get("event")
+        if event.get("type", "track") != "track" or not isinstance(name, str):
+            continue
+        if _is_exposure_like(name):
+            state.add("misnamed_exposure", where, name)
+            continue
+        if name != EXPOSURE_EVENT:
+            continue
+        for check in _EXPOSURE_CHECKS:
+            check(state, event, where)
+    return [f for f in findings.values() if f.count], total
+
+
+def _check_message_id(audit: _Audit, event: Mapping[str, Any], where: str, seen: dict[str, int]) -> None:
+    mid = event.get("messageId")
+    if not isinstance(mid, str) or not mid:
+        audit.add("missing_message_id", where)
+        return
+    seen[mid] = seen.get(mid, 0) + 1
+    if seen[mid] == 2:
+        audit.add("duplicate_message_id", where)
+
+
+@dataclass
+class _Audit:
+    """What every check needs: the findings to add to and the audit's settings."""
+
+    findings: dict[str, Finding]
+    flags: Mapping[str, Mapping[str, set[str]]]
+    min_id_length: int | None
+    now_ms: int
+
+    def add(self, check: str, where: str, detail: str | None = None) -> None:
+        self.findings[check].add(where, detail)
+
+
+_Check = Callable[[_Audit, Mapping[str, Any], str], None]
+
+
+def _section(obj: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = obj.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _check_flag_and_variant(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
+    props = _section(event, "properties")
+    flag = props.get("flag_key")
+    if not isinstance(flag, str) or not flag:
+        audit.add("missing_flag_key", where)
+        return
+    variant = props.get("variant")
+    if variant is None:
+        audit.add("unset_variant", where, flag)
+        return
+    known = audit.flags.get(flag)
+    if known and variant not in known["keys"] and variant in known["values"]:
+        audit.add("variant_value_not_key", where, f"{flag}: {variant}")
+
+
+def _check_ids(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
+    context = _section(event, "context")
+    device = _section(context, "device")
+    for field_name, value in (
+        ("userId", event.get("userId")),
+        ("anonymousId", event.get("anonymousId")),
+        ("context.device.id", device.get("id")),
+    ):
+        if isinstance(value, str):
+            problem = id_problem(value, min_id_length=audit.min_id_length)
+            if problem:
+                audit.add("invalid_id", where, f"{field_name} {value[:40]!r}")
+    device_id, anonymous_id = device.get("id"), event.get("anonymousId")
+    if isinstance(device_id, str) and device_id and device_id != anonymous_id:
+        audit.add("device_id_mismatch", where)
+
+
+def _check_time(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
+    raw = next((event.get(k) for k in ("timestamp", "originalTimestamp", "receivedAt") if event.get(k)), None)
+    try:
+        at = parse_time_ms(raw) if isinstance(raw, str) else None
+    except Exception:
+        at = None
+    if at is None:
+        audit.add("unparseable_timestamp", where)
+        return
+    reference = audit.now_ms
+    received = event.get("receivedAt")
+    if isinstance(received, str):
+        try:
+            reference = parse_time_ms(received)
+        except Exception:
+            reference = audit.now_ms
+    if at > reference + FUTURE_SLACK_MS:
+        audit.add("timestamp_future", where)
+    elif at < reference - SEVEN_DAYS_MS:
+        audit.add("timestamp_old", where)
+
+
+def _check_routing(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
+    integrations = _section(event, "integrations")
+    if any(integrations.get(name) is False for name in AMPLITUDE_DESTINATIONS):
+        return
+    if integrations.get("All") is False and not any(integrations.get(n) for n in AMPLITUDE_DESTINATIONS):
+        return
+    audit.add("double_routing", where)
+
+
+_EXPOSURE_CHECKS: tuple[_Check, ...] = (_check_flag_and_variant, _check_ids, _check_time, _check_routing)
+
+
+def summarize(findings: Iterable[Finding]) -> tuple[int, int]:
+    """(errors, warnings) counted by finding kind."""
+    items = list(findings)
+    return sum(f.severity == "error" for f in items), sum(f.severity == "warning" for f in items)

@@ -1,0 +1,45 @@
+"""``segment-exposure translate``: Segment events in, Amplitude events out, as JSON lines."""
+
+from __future__ import annotations
+
+import json
+from typing import IO
+
+from ..errors import PermanentError
+from ..translate import to_amplitude_event
+from .records import BadRecord, iter_records
+
+__all__ = ["run_translate"]
+
+
+def run_translate(
+    source: IO[str],
+    out: IO[str],
+    err: IO[str],
+    *,
+    min_id_length: int | None = None,
+    exposure_events: tuple[str, ...] = ("$exposure",),
+    strict: bool = False,
+) -> int:
+    """Translate every record; report each failure on ``err`` with its line and error class.
+
+    Returns the exit code: 0, or 1 when ``strict`` and anything failed.
+    """
+    translated = failed = 0
+    for record in iter_records(source):
+        if isinstance(record, BadRecord):
+            failed += 1
+            err.write(f"line {record.line}: InvalidEventPayload: {record.error}\n")
+            continue
+        try:
+            event = to_amplitude_event(
+                record.value, min_id_length=min_id_length, exposure_events=exposure_events
+            )
+        except PermanentError as exc:
+            failed += 1
+            err.write(f"line {record.line}: {type(exc).__name__}: {exc}\n")
+            continue
+        out.write(json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n")
+        translated += 1
+    err.write(f"translated {translated}, failed {failed}\n")
+    return 1 if strict and failed else 0
