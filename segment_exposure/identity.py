@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -66,7 +67,7 @@ def _field(user: object, name: str) -> Any:
 
 
 def identity_from_user(user: object) -> Identity:
-    """Return ``(user_id, device_id)``; blank or non-string ids count as absent (ints become strings)."""
+    """Return ``(user_id, device_id)``; ints and UUIDs become strings, blank or other values are absent."""
     if user.__class__ is dict or isinstance(user, Mapping):
         uid = user.get("user_id")
         did = user.get("device_id")
@@ -82,7 +83,8 @@ def identity_from_user(user: object) -> Identity:
 
 
 def _as_id(value: object) -> str | None:
-    if value.__class__ is int:
+    # Integer and UUID primary keys are common user ids: send their text rather than drop them.
+    if value.__class__ is int or isinstance(value, uuid.UUID):
         return str(value)
     return None
 

@@ -11,6 +11,9 @@ import pytest
 from segment_exposure import SegmentExposureTrackingProvider
 from segment_exposure.testing import SegmentCollector
 
+# The Experiment fixtures (flag server, clients) for every module that asks for them.
+pytest_plugins = ["tests.experiment_fixtures"]
+
 WRITE_KEY = "wk-test-3f9a1c77e2"
 
 

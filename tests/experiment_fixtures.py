@@ -1,6 +1,6 @@
 """Fixtures for the Experiment-client tests: a local flag server and real SDK clients pointed at it.
 
-Test modules load these with ``pytest_plugins``; the collector and providers come from ``conftest``.
+``tests/conftest.py`` loads these with ``pytest_plugins``; the collector and providers come from it too.
 """
 
 from __future__ import annotations

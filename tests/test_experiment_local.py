@@ -30,8 +30,6 @@ from .experiment_fixtures import (
     timestamp,
 )
 
-pytest_plugins = ["tests.experiment_fixtures"]
-
 
 def _switch_flags(server: FlagConfigServer, client: Any, flags: list[dict[str, Any]]) -> None:
     """Serve ``flags`` and wait until the local client evaluates checkout-flow at their version."""

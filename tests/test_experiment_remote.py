@@ -15,8 +15,6 @@ from segment_exposure.testing.flag_server import VARDATA_PATH, FlagConfigServer
 
 from .experiment_fixtures import ALICE, BOB, CAROL, ERIN, EXPERIMENT_KEY, by_user
 
-pytest_plugins = ["tests.experiment_fixtures"]
-
 
 def test_remote_variants_reach_segment_and_amplitude_tracks_nothing(
     collector: SegmentCollector, make_provider: Any, remote_client: Any, flag_server: FlagConfigServer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -208,11 +209,14 @@ def test_exposure_validates_at_construction() -> None:
         Exposure("f", "a", metadata=[1])  # type: ignore[arg-type]
 
 
-def test_integer_ids_are_accepted_as_strings(collector: SegmentCollector, make_provider: Any) -> None:
+def test_integer_and_uuid_ids_are_accepted_as_strings(
+    collector: SegmentCollector, make_provider: Any
+) -> None:
     provider = make_provider()
     assert provider.track(Exposure("f", "a"), {"user_id": 123456})
+    assert provider.track(Exposure("f", "a"), {"user_id": uuid.UUID(int=7)})
     assert provider.flush(10)
-    assert collector.events()[0]["userId"] == "123456"
+    assert [m["userId"] for m in collector.events()] == ["123456", str(uuid.UUID(int=7))]
 
 
 def test_rejected_batch_is_counted_and_logged_without_the_write_key(

@@ -27,8 +27,6 @@ from segment_exposure.testing.flag_server import FlagConfigServer
 
 from .experiment_fixtures import ALICE, BOB, ERIN, EXPERIMENT_KEY, by_user, checkout_flag
 
-pytest_plugins = ["tests.experiment_fixtures"]
-
 TRACK = EvaluateOptions(tracks_exposure=True)
 FLAGS = {"checkout-flow", "quiet-flag"}
 
