@@ -1,0 +1,99 @@
+"""Every example runs, as a user would run it, against the local emulators, and does what it says.
+
+The Django example's own test suite (``manage.py test``) and the gunicorn ``--preload`` demo are run
+here too; tests/test_django_integration.py and tests/test_gunicorn_preload.py check them more deeply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SECRETS = (
+    "SEGMENT_WRITE_KEY",
+    "SEGMENT_HOST",
+    "AMPLITUDE_API_KEY",
+    "AMPLITUDE_DEPLOYMENT_KEY",
+    "AMPLITUDE_ENDPOINT",
+)
+
+
+def run(*args: str, cwd: Path = EXAMPLES, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS and k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_json(*args: str, cwd: Path = EXAMPLES) -> dict[str, Any]:
+    done = run(*args, cwd=cwd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_provider_quickstart() -> None:
+    done = run("provider_quickstart.py")
+    assert done.returncode == 0, done.stderr
+    assert "the local collector received 20 $exposure events" in done.stdout
+
+
+def test_experiment_local() -> None:
+    out = run_json("experiment_local.py")
+    received = {m["userId"]: m["properties"] for m in out["received"]}
+    assert set(received) == set(out["served"])  # one exposure per user: repeats and the fallback not sent
+    for user_id, key in out["served"].items():
+        expected = {"flag_key": "checkout-flow", "experiment_key": "exp-checkout-1"}
+        if key != "off":  # the default variant is sent without one: an unset
+            expected["variant"] = key
+        assert received[user_id] == expected
+    assert out["experiment"]["fallbacks"] == 1 and out["provider"]["delivered"] == 10
+
+
+def test_experiment_remote_asks_amplitude_to_track_nothing() -> None:
+    out = run_json("experiment_remote.py")
+    assert out["fetches"] == 5  # one per request, serving both flags
+    assert out["tracking_headers"] == ["no-track/no-track"]
+    sent = {
+        (m["userId"], m["properties"]["flag_key"]): m["properties"].get("variant") for m in out["received"]
+    }
+    for user_id, flags in out["served"].items():
+        for flag, key in flags.items():
+            assert sent[(user_id, flag)] == (None if key == "off" else key)
+
+
+def test_flask_app_demo() -> None:
+    out = run_json("flask_app/app.py", "--demo")
+    received = out["received"]
+    assert [m["userId"] for m in received].count("alice-0001") == 1  # two views, one exposure
+    anonymous = [m for m in received if m["userId"] is None]
+    assert len(anonymous) == 1 and anonymous[0]["anonymousId"]
+    assert all(m["properties"]["flag_key"] == "checkout-flow" for m in received)
+
+
+def test_django_project_test_suite() -> None:
+    done = run("manage.py", "test", "--noinput", cwd=EXAMPLES / "django_project")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK" in done.stderr
+
+
+def test_gunicorn_preload_demo() -> None:
+    done = run("gunicorn_preload/demo.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    workers = [line for line in done.stdout.splitlines() if line.startswith("worker ")]
+    assert len(workers) == 2
+    for line in workers:  # "worker PID: N exposure(s) tracked, N at the collector"
+        tracked = int(line.split(": ")[1].split()[0])
+        arrived = int(line.split(", ")[1].split()[0])
+        assert tracked == arrived > 0
