@@ -4,30 +4,37 @@
     python examples/flask_app/app.py --demo    # a few requests through Flask's test client, then a summary
     gunicorn --chdir examples/flask_app 'app:create_app()'
 
-With SEGMENT_WRITE_KEY set, exposures go to Segment (SEGMENT_HOST overrides the API host); without it,
-to a local Segment collector (segment_exposure.testing.SegmentCollector) started in this process.
+The view asks Amplitude Experiment for the user's variant through ``ExposureTrackingClient``, which
+tracks the exposure. With AMPLITUDE_DEPLOYMENT_KEY set, flags come from Amplitude; without it, from a
+local flag server with the bundled demo flags. With SEGMENT_WRITE_KEY set, exposures go to Segment
+(SEGMENT_HOST overrides the API host); without it, to a local Segment collector. Both local servers
+start once per process (under gunicorn --preload: in the master, which keeps serving them).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
+import threading
 from typing import Any
 
+from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig
 from flask import Flask, current_app, g, jsonify, session
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider, bound_user
+from segment_exposure import bound_user
+from segment_exposure.experiment import ExposureTrackingClient
 from segment_exposure.identity import identity_from_user
 from segment_exposure.integrations.flask import SegmentExposure
-from segment_exposure.testing import SegmentCollector
+from segment_exposure.testing import FlagConfigServer, SegmentCollector, demo_flags
 
 FLAG = "checkout-flow"
-EXPERIMENT = "exp-checkout-2026"
 LOCAL_WRITE_KEY = "local-write-key"
 
 _collector: SegmentCollector | None = None
+_flag_server: FlagConfigServer | None = None
+_experiments: dict[int, ExposureTrackingClient] = {}
+_lock = threading.Lock()
 
 
 def local_collector() -> SegmentCollector:
@@ -43,10 +50,36 @@ def _announce(batch: list[dict[str, Any]]) -> None:
     print(f"local Segment collector: {len(batch)} event(s) for {users}", file=sys.stderr, flush=True)
 
 
-def assign(unit: str | None) -> str:
-    """A stand-in for Amplitude Experiment's bucketing (the Experiment integration does it for real)."""
-    digest = hashlib.sha256(f"{FLAG}:{unit}".encode()).digest()
-    return "treatment" if digest[0] % 2 else "control"
+def local_flag_server() -> FlagConfigServer:
+    """The local stand-in for Amplitude Experiment's flag configs, started once per process."""
+    global _flag_server
+    if _flag_server is None:
+        _flag_server = FlagConfigServer(flags=demo_flags()).start()
+    return _flag_server
+
+
+def experiment() -> ExposureTrackingClient:
+    """This process's Experiment client, made on first use.
+
+    Per process, because LocalEvaluationClient polls for flag changes on a thread, and threads do not
+    survive gunicorn's fork: each worker starts its own.
+    """
+    pid = os.getpid()
+    with _lock:
+        client = _experiments.get(pid)
+        if client is None:
+            key = os.environ.get("AMPLITUDE_DEPLOYMENT_KEY")
+            if key:
+                local = LocalEvaluationClient(key, LocalEvaluationConfig())
+            else:
+                server = local_flag_server()
+                local = LocalEvaluationClient(
+                    server.deployment_key, LocalEvaluationConfig(server_url=server.url)
+                )
+            local.start()
+            client = ExposureTrackingClient(local, current_app.extensions["segment_exposure"].provider)
+            _experiments[pid] = client
+    return client
 
 
 def create_app() -> Flask:
@@ -56,6 +89,8 @@ def create_app() -> Flask:
     host = os.environ.get("SEGMENT_HOST")
     if not write_key:
         write_key, host = LOCAL_WRITE_KEY, local_collector().url
+    if not os.environ.get("AMPLITUDE_DEPLOYMENT_KEY"):
+        local_flag_server()
     app.config.update(
         SEGMENT_EXPOSURE_WRITE_KEY=write_key,
         SEGMENT_EXPOSURE_HOST=host,
@@ -77,12 +112,11 @@ def create_app() -> Flask:
     @app.get("/")
     def checkout() -> Any:
         user_id, device_id = identity_from_user(bound_user())
-        variant = assign(user_id or device_id)
-        provider: SegmentExposureTrackingProvider = current_app.extensions["segment_exposure"].provider
-        # The page reads the flag twice (banner and button); the provider sends one exposure.
-        provider.track(Exposure(FLAG, variant, EXPERIMENT))
-        provider.track(Exposure(FLAG, variant, EXPERIMENT))
-        return jsonify(pid=os.getpid(), user_id=user_id, device_id=device_id, variant=variant)
+        # No user argument: the extension bound this request's identity. The page reads the flag twice
+        # (banner and button); it is evaluated once per request and one exposure is sent.
+        variant = experiment().variant(None, FLAG, fallback="off")
+        experiment().variant(None, FLAG, fallback="off")
+        return jsonify(pid=os.getpid(), user_id=user_id, device_id=device_id, variant=variant.key)
 
     return app
 
