@@ -12,6 +12,7 @@ import atexit
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 import weakref
@@ -99,6 +100,7 @@ class SegmentExposureTrackingProvider:
         include_metadata: bool = False,
         integrations: Mapping[str, Any] | None = None,
         client_options: Mapping[str, Any] | None = None,
+        flush_on_sigterm: bool = False,
     ) -> None:
         if (write_key is None) == (analytics is None):
             raise ValueError("pass exactly one of write_key= (a new Segment client) or analytics= (yours)")
@@ -136,6 +138,8 @@ class SegmentExposureTrackingProvider:
         self._init_runtime()
         _live.add(self)
         atexit.register(self._at_exit)
+        if flush_on_sigterm:
+            self._install_sigterm_flush()
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -188,6 +192,31 @@ class SegmentExposureTrackingProvider:
     def _at_exit(self) -> None:
         if not self._closed:
             self.shutdown(self.flush_timeout)
+
+    def _install_sigterm_flush(self) -> None:
+        """Flush (within ``flush_timeout``) on SIGTERM, then do what SIGTERM did before.
+
+        Python's default SIGTERM ends the process without running atexit hooks, so a container stop or
+        ``kill`` would lose what is queued. Servers that turn SIGTERM into a clean exit (gunicorn,
+        uWSGI) need none of this: the exit hook flushes.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("segment-exposure: flush_on_sigterm needs the main thread; SIGTERM not handled")
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        provider = weakref.ref(self)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            live = provider()
+            if live is not None:
+                live.shutdown(live.flush_timeout)
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     # -- the hot path --------------------------------------------------------------------------------
 

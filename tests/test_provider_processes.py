@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -92,3 +94,38 @@ def test_forked_child_delivers_and_parent_events_are_not_sent_twice(collector: S
     assert len(by_variant["child"]) == 100
     assert len(by_variant["parent"]) == 200
     assert len(collector.messages) == 301  # nothing at all was sent twice (warm-up + 200 + 100)
+
+
+SIGTERM_APP = """
+import sys
+from segment_exposure import Exposure, SegmentExposureTrackingProvider
+host, key = sys.argv[1], sys.argv[2]
+provider = SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True, flush_timeout=10)
+for i in range(10_000):
+    provider.track(Exposure("checkout", "treatment"), {"user_id": f"user-{i:06d}"})
+print(provider.stats()["pending"], flush=True)  # still queued when the signal comes
+sys.stdin.read()  # a server waiting for work, until it is stopped
+"""
+
+
+def test_sigterm_delivers_every_queued_exposure_within_the_deadline(collector: SegmentCollector) -> None:
+    app = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SIGTERM_APP), collector.url, WRITE_KEY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert app.stdout is not None
+    pending = int(app.stdout.readline())
+    assert pending > 0
+    start = time.monotonic()
+    app.send_signal(signal.SIGTERM)
+    code = app.wait(30)
+    elapsed = time.monotonic() - start
+    assert code == -signal.SIGTERM  # it still dies of SIGTERM, as its supervisor expects
+    assert elapsed < 10  # within flush_timeout
+    assert len(collector.events()) == 10_000
+    app.stdin.close()  # type: ignore[union-attr]
+    app.stdout.close()
+    app.stderr.close()  # type: ignore[union-attr]
