@@ -51,6 +51,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from ..translate import INVALID_IDS
+
 __all__ = ["FAULTS", "AmplitudeEmulator", "RecordedRequest"]
 
 #: The fault names :meth:`AmplitudeEmulator.inject` accepts.
@@ -72,24 +74,8 @@ FAULTS: frozenset[str] = frozenset(
     }
 )
 
-_INVALID_IDS = frozenset(
-    {
-        "anonymous",
-        "nil",
-        "none",
-        "null",
-        "n/a",
-        "na",
-        "undefined",
-        "unknown",
-        "",
-        "00000000-0000-0000-0000-000000000000",
-        "{}",
-        "lmy47d",
-        "0",
-        "-1",
-    }
-)
+# Amplitude's invalid-id list is one documented fact: the translator's copy is the one source.
+_INVALID_IDS = INVALID_IDS
 _STR_FIELDS = (
     "event_type",
     "insert_id",

@@ -16,8 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from ._loopback import LoopbackServer
 
 __all__ = ["CollectorFault", "SegmentCollector"]
 
@@ -40,13 +42,15 @@ class CollectorFault:
     until: float | None = None
 
 
-class SegmentCollector:
+class SegmentCollector(LoopbackServer):
     """A threaded HTTP server on 127.0.0.1 that speaks Segment's ``/v1/batch``.
 
     Use it as a context manager, point a Segment client's ``host`` at ``collector.url`` and assert on
     ``collector.messages``. ``on_batch`` (optional) receives each accepted batch's messages; if it raises
     the collector answers 500, so the sender retries, as it would if Segment itself failed.
     """
+
+    thread_name = "segment-collector"
 
     def __init__(
         self,
@@ -62,37 +66,7 @@ class SegmentCollector:
         self.rejected: list[tuple[int, str]] = []
         self._faults: list[CollectorFault] = []
         self._cond = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> SegmentCollector:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, args=(0.05,), name="segment-collector", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> SegmentCollector:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._bind(_handler_for(self), port)
 
     # -- faults --------------------------------------------------------------------------------------
 

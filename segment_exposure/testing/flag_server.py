@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from types import TracebackType
 from typing import Any
+
+from ._loopback import LoopbackServer
 
 __all__ = ["ExperimentRequest", "FlagConfigServer", "demo_flags"]
 
@@ -79,7 +80,7 @@ class _Fault:
     close: bool
 
 
-class FlagConfigServer:
+class FlagConfigServer(LoopbackServer):
     """Amplitude Experiment's flag and evaluation endpoints on ``127.0.0.1``.
 
     Point ``LocalEvaluationConfig(server_url=server.url)`` or ``RemoteEvaluationConfig(server_url=
@@ -93,6 +94,8 @@ class FlagConfigServer:
 
     Thread-safe; the ``wait_for_*`` methods block on a condition with a deadline.
     """
+
+    thread_name = "flag-config-server"
 
     def __init__(
         self,
@@ -109,41 +112,7 @@ class FlagConfigServer:
         self._requests: list[ExperimentRequest] = []
         self._faults: list[_Fault] = []
         self.set_flags(flags)
-        self._server = _Server(("127.0.0.1", port), _handler_for(self))
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> FlagConfigServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},  # stop() waits up to one interval
-                name="flag-config-server",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> FlagConfigServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._bind(_handler_for(self), port)
 
     # -- configuration -------------------------------------------------------------------------------
 
@@ -299,17 +268,6 @@ class FlagConfigServer:
         with self._cond:
             self._requests.append(request)
             self._cond.notify_all()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hangs up is part of the tests; anything else is printed as usual."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 def _handler_for(server: FlagConfigServer) -> type[BaseHTTPRequestHandler]:
