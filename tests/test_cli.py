@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,11 @@ FIXTURES = HERE / "fixtures"
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMPLITUDE_", "SEGMENT_"))}
     return subprocess.run(
         [sys.executable, "-m", "segment_exposure", *args],
         input=stdin,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -163,6 +166,9 @@ def test_doctor_warnings_alone_can_be_allowed(tmp_path: Path) -> None:
         ("doctor", "/no/such/file.jsonl"),
         ("translate", "/no/such/file.jsonl"),
         ("doctor", str(FIXTURES / "doctor_clean.jsonl"), "--flags", str(FIXTURES / "doctor_planted.jsonl")),
+        ("serve",),  # no API key anywhere
+        ("serve", "--api-key", "test-key-123", "--deadline", "-1"),
+        ("serve", "--api-key", "test-key-123", "--region", "MARS"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:

@@ -97,3 +97,25 @@ def test_gunicorn_preload_demo() -> None:
         tracked = int(line.split(": ")[1].split()[0])
         arrived = int(line.split(", ")[1].split()[0])
         assert tracked == arrived > 0
+
+
+def test_lambda_destination_runs_locally() -> None:
+    done = run("lambda_destination/run_local.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Lambda answered 200" in done.stdout
+    ingested = [
+        json.loads(line.split(": ", 1)[1])
+        for line in done.stdout.splitlines()
+        if line.startswith("ingested:")
+    ]
+    assert len(ingested) == 2 and all(e["event_type"] == "$exposure" and e["insert_id"] for e in ingested)
+
+
+def test_segment_function_source_is_what_the_command_prints() -> None:
+    printed = run("-m", "segment_exposure", "function")
+    assert printed.returncode == 0
+    bundled = (EXAMPLES.parent / "segment_exposure" / "functions" / "amplitude_exposure.js").read_text()
+    assert printed.stdout == bundled
+    assert "async function onBatch (" in bundled and "async function onTrack (" in bundled
+    readme = (EXAMPLES / "segment_function" / "README.md").read_text()
+    assert "segment-exposure function" in readme and "apiKey" in readme

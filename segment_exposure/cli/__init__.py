@@ -77,9 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--region", default=None, help="US or EU (default: $AMPLITUDE_REGION or US)")
     serve.add_argument("--endpoint", default=None, help="full ingestion URL (default: $AMPLITUDE_ENDPOINT)")
     serve.add_argument("--host", default=None, help="address to bind (default: $HOST or 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8080)")
+    serve.add_argument("--port", type=_port, default=None, help="port (default: $PORT or 8080)")
     serve.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: $WORKERS or 2)")
     serve.add_argument("--min-id-length", type=_positive_int, default=None)
+    serve.add_argument("--deadline", type=float, default=None, help="seconds per delivery (default 4.5)")
+    serve.add_argument(
+        "--exposure-event",
+        action="append",
+        default=None,
+        help="event name to treat as an exposure (repeatable)",
+    )
+    serve.add_argument("--max-body-bytes", type=_positive_int, default=None, help="request body cap (16 MiB)")
 
     translate = command(
         "translate", "Segment events (JSON lines or a JSON array) to Amplitude events (JSON lines)"
@@ -114,6 +122,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value}")
     return value
 
 
@@ -205,11 +223,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import importlib
+    from .serve import run_serve
 
-    serve = importlib.import_module("segment_exposure.cli.serve")
-    code: int = serve.run_serve(args, os.environ)
-    return code
+    return run_serve(args, os.environ)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

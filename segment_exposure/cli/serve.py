@@ -123,6 +123,9 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> ServerSet
             region=args.region,
             endpoint=args.endpoint,
             min_id_length=args.min_id_length,
+            deadline=getattr(args, "deadline", None),
+            exposure_events=getattr(args, "exposure_event", None),
+            max_body_bytes=getattr(args, "max_body_bytes", None),
         )
     except ConfigError as exc:
         hint = " (or pass --api-key)" if args.api_key is None and "API key" in str(exc) else ""
