@@ -14,7 +14,11 @@ import platform
 import sys
 from typing import Any
 
-GROUPS = {"provider": "benchmarks.provider"}
+GROUPS = {
+    "provider": "benchmarks.provider",
+    "experiment": "benchmarks.experiment",
+    "delivery": "benchmarks.delivery",
+}
 
 
 def machine() -> dict[str, Any]:
