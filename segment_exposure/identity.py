@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import uuid
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
 __all__ = [
@@ -60,12 +61,6 @@ def bind_user(user: object | None) -> Iterator[dict[Any, Any]]:
         _bound.reset(token)
 
 
-def _field(user: object, name: str) -> Any:
-    if isinstance(user, Mapping):
-        return user.get(name)
-    return getattr(user, name, None)
-
-
 def identity_from_user(user: object) -> Identity:
     """Return ``(user_id, device_id)``; ints and UUIDs become strings, blank or other values are absent."""
     if user.__class__ is dict or isinstance(user, Mapping):
@@ -114,8 +109,10 @@ def context_from_user(user: object) -> dict[str, Any]:
     so anything but the Experiment device_id there would re-attribute the exposure.
     """
     context: dict[str, Any] = {}
+    # One type check, not one per field: this runs for every exposure sent.
+    get = user.get if isinstance(user, Mapping) else partial(getattr, user)
     for attr, section, key in _CONTEXT_FIELDS:
-        value = _field(user, attr)
+        value = get(attr, None)
         if value is None or value == "":
             continue
         if not isinstance(value, str | int | float):

@@ -9,6 +9,7 @@ costs a fraction of a direct ``Client.track()`` and never waits on the network.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import queue
@@ -116,6 +117,8 @@ class SegmentExposureTrackingProvider:
             options = {"max_queue_size": max_queue_size, **self._client_options}
             analytics = segment_client.make_client(write_key or "", host, **options)
         self._analytics = analytics
+        # A real asynchronous Segment client: messages go straight onto its queue (see wire_message).
+        self._direct = segment_client.accepts_direct_enqueue(analytics)
         # An in-memory, sync_mode or send=False client: track() returning is the delivery.
         self._synchronous = (
             not isinstance(getattr(analytics, "queue", None), queue.Queue)
@@ -394,17 +397,16 @@ class SegmentExposureTrackingProvider:
 
     def _send(self, pending: _Pending) -> None:
         message = self.build_message(pending)
+        if self._direct:
+            self._send_direct(pending, segment_client.wire_message(message))
+            return
         analytics = self._analytics
         while True:
             try:
                 ok, _ = analytics.track(**message)
             except RuntimeError:
                 # Segment's 32 KB check, made on this thread rather than the caller's.
-                self._stats.dropped["too_large"].incr()
-                log.warning(
-                    "segment-exposure: exposure over Segment's 32 KB limit set aside (flag %r)",
-                    pending.exposure.flag_key,
-                )
+                self._set_aside_too_large(pending)
                 return
             except AssertionError as exc:
                 self._stats.dropped["invalid"].incr()
@@ -422,12 +424,37 @@ class SegmentExposureTrackingProvider:
                 if self._synchronous:
                     self._stats.delivered.incr()  # an in-memory or synchronous client has delivered it
                 return
-            # Segment's queue is full. Wait for room on this thread (never the caller's); the provider's
-            # own bounded queue keeps absorbing, and drops there are counted.
-            if self._closed or not self._wait_for_room():
-                self._stats.dropped["queue_full"].incr()
-                log.warning("segment-exposure: Segment's queue stayed full; exposure set aside")
+            if not self._room_or_give_up():
                 return
+
+    def _send_direct(self, pending: _Pending, wire: dict[str, Any]) -> None:
+        # repr() is C-fast and never shorter than the message's characters; one JSON character costs at
+        # most 12 bytes (an escaped surrogate pair), so only a message near the limit pays for an exact check.
+        if len(repr(wire)) * 12 > _MAX_MESSAGE_BYTES and len(json.dumps(wire).encode()) > _MAX_MESSAGE_BYTES:
+            self._set_aside_too_large(pending)
+            return
+        while not segment_client.enqueue(self._analytics, wire):
+            if not self._room_or_give_up():
+                return
+        self._stats.enqueued.incr()
+
+    def _set_aside_too_large(self, pending: _Pending) -> None:
+        self._stats.dropped["too_large"].incr()
+        log.warning(
+            "segment-exposure: exposure over Segment's 32 KB limit set aside (flag %r)",
+            pending.exposure.flag_key,
+        )
+
+    def _room_or_give_up(self) -> bool:
+        """Segment's queue is full: wait for room on this thread (never the caller's).
+
+        The provider's own bounded queue keeps absorbing meanwhile, and drops there are counted.
+        """
+        if self._closed or not self._wait_for_room():
+            self._stats.dropped["queue_full"].incr()
+            log.warning("segment-exposure: Segment's queue stayed full; exposure set aside")
+            return False
+        return True
 
     def _wait_for_room(self) -> bool:
         q = getattr(self._analytics, "queue", None)

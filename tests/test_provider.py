@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -386,3 +387,36 @@ def test_constructor_rejects_bad_configuration(collector: SegmentCollector) -> N
         SegmentExposureTrackingProvider("wk", client_options={"sync_mode": True})
     with pytest.raises(ValueError, match="thread"):
         SegmentExposureTrackingProvider("wk", client_options={"thread": 2})
+
+
+def test_direct_enqueue_queues_exactly_what_client_track_would() -> None:
+    """The provider skips Client.track() on its worker thread; the message must not change because of it."""
+    from segment_exposure import segment_client
+
+    provider = SegmentExposureTrackingProvider(analytics=InMemorySegmentClient(), include_metadata=True)
+    try:
+        with capture_exposures() as captured:
+            provider.track(Exposure("flag", "on", "exp", metadata={"flagVersion": 2}), FULL_USER)
+        [track_kwargs] = captured.messages
+    finally:
+        provider.shutdown(1)
+    client = Client(WRITE_KEY, send=False)
+    ok, expected = client.track(**copy.deepcopy(track_kwargs))
+    assert ok
+    assert segment_client.wire_message(copy.deepcopy(track_kwargs)) == expected
+    assert segment_client.accepts_direct_enqueue(Client(WRITE_KEY, send=False)) is False
+    assert segment_client.accepts_direct_enqueue(Client(WRITE_KEY, sync_mode=True)) is False
+    assert segment_client.accepts_direct_enqueue(InMemorySegmentClient()) is False
+
+
+def test_oversized_user_context_is_counted_off_the_callers_thread(
+    collector: SegmentCollector, make_provider: Any
+) -> None:
+    provider = make_provider()
+    huge = User(user_id="user-00001", city="x" * 40_000)
+    assert provider.track(Exposure("flag", "on"), huge) is True  # the context is sized on the worker
+    provider.track(Exposure("flag", "on"), {"user_id": "user-00002"})
+    assert provider.flush(10)
+    stats = provider.stats()
+    assert stats["dropped"]["too_large"] == 1 and stats["delivered"] == 1
+    assert [m["userId"] for m in collector.events()] == ["user-00002"]
