@@ -26,6 +26,14 @@ class Exposure:
     metadata: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if (
+            self.flag_key.__class__ is str
+            and self.flag_key
+            and (self.variant is None or (self.variant.__class__ is str and self.variant))
+            and (self.experiment_key is None or self.experiment_key.__class__ is str)
+            and (self.metadata is None or self.metadata.__class__ is dict)
+        ):
+            return  # the common case, checked cheaply: exposures are made on request paths
         if not isinstance(self.flag_key, str) or not self.flag_key:
             raise ValueError(f"flag_key must be a non-empty str, got {self.flag_key!r}")
         if self.variant is not None and (not isinstance(self.variant, str) or not self.variant):

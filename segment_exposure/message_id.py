@@ -13,7 +13,7 @@ import hashlib
 __all__ = ["MESSAGE_ID_PREFIX", "exposure_message_id", "hash_key"]
 
 MESSAGE_ID_PREFIX = "sx1-"
-_SEP = b"\x1f"
+_SEP = "\x1f"
 
 
 def hash_key(write_key: str | None) -> bytes:
@@ -38,15 +38,18 @@ def exposure_message_id(
     collides on purpose, while a variant change (a new generation) never collides with an earlier one.
     ``flag_version`` keeps exposures from different configurations of a flag apart across processes.
     """
-    parts = (
-        user_id or "",
-        device_id or "",
-        flag_key,
-        "\x00" if variant is None else variant,
-        experiment_key or "",
-        "" if flag_version is None else str(flag_version),
-        str(window),
-        str(generation),
+    text = _SEP.join(
+        (
+            user_id or "",
+            device_id or "",
+            flag_key,
+            "\x00" if variant is None else variant,
+            experiment_key or "",
+            "" if flag_version is None else str(flag_version),
+            str(window),
+            str(generation),
+        )
     )
-    digest = hashlib.blake2b(_SEP.join(p.encode() for p in parts), digest_size=16, key=key).hexdigest()
+    # surrogatepass: a lone surrogate in an id must still hash, not raise on the background thread.
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=key).hexdigest()
     return MESSAGE_ID_PREFIX + digest
