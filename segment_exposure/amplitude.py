@@ -18,12 +18,18 @@ How each answer of Amplitude is handled (the table in ``shared/reference/amplitu
 * 429: events of exceeded daily quotas come back as retry later; throttled ones are held for
   ``throttle_wait`` (30 s, or ``Retry-After`` if longer) and resent if the deadline allows, else they come
   back as retry later; the others are resent at once.
-* 408, 5xx, timeouts, connection errors and non-JSON bodies: retried with exponential backoff and jitter
-  (tenacity), with the same body, so the same ``insert_id`` values. When the attempts or the deadline run
-  out, the request's events and those not yet sent come back as retry later.
+* 408, 5xx, timeouts, connection errors and non-JSON bodies: retried with exponential backoff and jitter,
+  with the same body, so the same ``insert_id`` values. When the attempts or the deadline run out, the
+  request's events and those not yet sent come back as retry later.
 
 A ``deadline`` bounds a whole :meth:`AmplitudeClient.send`, including every wait; what is unfinished when it
 passes comes back as retry later.
+
+A send does not stall on one request's backoff: a request that failed waits for its retry time while the
+other requests go ahead, one at a time, and the send sleeps only when nothing can go. So that an outage
+does not cost a request per batch and per attempt, new requests wait while a retry is pending after one
+failure before Amplitude has answered in this send, or two failures in a row after it has: the retry
+probes Amplitude for all of them.
 """
 
 from __future__ import annotations
@@ -33,25 +39,17 @@ import gzip as gzip_module
 import json
 import logging
 import math
+import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-from tenacity.stop import stop_base
 
 __all__ = [
     "ENDPOINTS",
@@ -125,6 +123,9 @@ _THROTTLED_PAST_DEADLINE = EventOutcome(
     "Amplitude throttled this event (HTTP 429: too many events for its user or device) and it must wait "
     "longer than the deadline allows; retry later with the same insert_id",
 )
+_CLOSED_BEFORE_RETRY = (
+    "the client was closed before the request was sent; retry later with the same insert_id"
+)
 
 
 @dataclass(slots=True)
@@ -197,15 +198,18 @@ class _Held:
     indices: list[int] = field(default_factory=list)
 
 
-class _StopAtDeadline(stop_base):
-    """Stop retrying when the next attempt would start after the deadline or the client is closed."""
+@dataclass(slots=True, eq=False)
+class _Request:
+    """One request's events and body; after a transient failure, when it may be retried and why it failed.
 
-    def __init__(self, end: float, closed: threading.Event) -> None:
-        self.end = end
-        self.closed = closed
+    The body is kept for every retry, so a retry carries the same ``insert_id`` values.
+    """
 
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.closed.is_set() or time.monotonic() + retry_state.upcoming_sleep >= self.end
+    chunk: list[int]
+    body: bytes
+    attempts: int = 0
+    not_before: float = 0.0
+    failure: _Transient | None = None
 
 
 def _redact_url(url: str) -> str:
@@ -424,34 +428,13 @@ class AmplitudeClient:
                 retry_after = None
         return _Reply(status, parsed, retry_after)
 
-    def _post_with_retries(
-        self, attempt: Callable[[bytes], _Reply], body: bytes, end: float, size: int
-    ) -> _Reply:
-        """``attempt`` (a ``_post``) under tenacity, with backoff and jitter, within attempts and deadline."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
-            stop=stop_after_attempt(self.max_attempts) | _StopAtDeadline(end, self._closed),
-            wait=wait_exponential(multiplier=self.backoff_initial, max=self.backoff_max)
-            + wait_random(0, self.backoff_jitter),
-            sleep=self._sleep,
-            before_sleep=lambda state: self._log_retry(state, size),
-            reraise=True,
-        )
-        return retrying(attempt, body)
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): exponential, with jitter."""
+        wait = min(self.backoff_initial * 2.0 ** (attempt - 1), self.backoff_max)
+        return wait + random.uniform(0, self.backoff_jitter)
 
     def _sleep(self, seconds: float) -> None:
         self._closed.wait(seconds)
-
-    @staticmethod
-    def _log_retry(state: RetryCallState, size: int) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        logger.info(
-            "Amplitude request of %d events failed (attempt %d): %s; retrying in %.2f s",
-            size,
-            state.attempt_number,
-            exc,
-            state.upcoming_sleep,
-        )
 
     def _log_summary(self, result: DeliveryResult) -> None:
         counts = result.counts()
@@ -481,7 +464,11 @@ class AmplitudeClient:
 
 
 class _Send:
-    """The state of one :meth:`AmplitudeClient.send`: a queue of index lists, and held throttled events."""
+    """The state of one :meth:`AmplitudeClient.send`.
+
+    Events wait in ``ready`` (chunks to send now, in order), ``held`` (throttled events, until their time) or
+    ``retries`` (requests that failed transiently, until their time).
+    """
 
     def __init__(self, client: AmplitudeClient, events: Sequence[Mapping[str, Any]], end: float) -> None:
         self.client = client
@@ -496,6 +483,9 @@ class _Send:
         self.max_bytes = client.limits.max_bytes
         self.overhead = len(client._head) + len(client._tail)
         self.ready: deque[list[int]] = deque()
+        self.retries: list[_Request] = []
+        self.answered = False  # Amplitude gave a definitive answer (2xx or 4xx) in this send
+        self.failures = 0  # transient failures since Amplitude last answered
 
     # Outcomes ---------------------------------------------------------------------------------------
 
@@ -505,9 +495,23 @@ class _Send:
                 self.outcomes[i] = outcome
 
     def _retry_later_everything(self, code: str, reason: str) -> None:
-        """Mark everything not finished as retry later; held events keep their own reason."""
+        """Stop sending: mark everything not finished as retry later.
+
+        Held events keep their own reason, and requests waiting for a retry the failure they had (or
+        ``closed``, as if the retry had been tried).
+        """
         while self.ready:
             self._set(self.ready.popleft(), EventOutcome(Status.RETRY_LATER, code, reason))
+        for request in self.retries:
+            if code == "closed":
+                outcome = EventOutcome(Status.RETRY_LATER, code, _CLOSED_BEFORE_RETRY)
+            else:
+                failure = request.failure or _Transient(code, reason)
+                outcome = EventOutcome(
+                    Status.RETRY_LATER, failure.code, f"{failure.reason}; retry later with the same insert_id"
+                )
+            self._set(request.chunk, outcome)
+        self.retries.clear()
         self._release_held_as_retry_later()
 
     def _release_held_as_retry_later(self) -> None:
@@ -576,78 +580,112 @@ class _Send:
     # The loop ---------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.ready.extend(self._pack(self._encode()))
         client = self.client
-        while self.ready or self.held:
+        self.ready.extend(self._pack(self._encode()))
+        while self.ready or self.held or self.retries:
             now = time.monotonic()
             if client._closed.is_set():
                 self._retry_later_everything("closed", "the client was closed; retry later")
-                return
-            if self.held:
-                due = [h for h in self.held if h.not_before <= now]
-                if due:
-                    self.held = [h for h in self.held if h.not_before > now]
-                    for h in due:
-                        self.ready.extend(self._pack(h.indices))
-            if not self.ready:
-                wake = min(h.not_before for h in self.held)
-                if wake >= self.end:
-                    self._release_held_as_retry_later()
-                    return
-                client._sleep(wake - now)
-                continue
-            if now >= self.end:
+            elif now >= self.end:
                 self._retry_later_everything(
                     "deadline", "the deadline passed before this event was sent; retry later"
                 )
-                return
+            elif (request := self._next(now)) is not None:
+                self._send(request)
+            else:
+                # Nothing may go now: sleep until the first retry or hold is due.
+                wake = min([r.not_before for r in self.retries] + [h.not_before for h in self.held])
+                if wake >= self.end:
+                    # Only holds can end there: a retry is scheduled only if it starts before the deadline.
+                    self._release_held_as_retry_later()
+                else:
+                    client._sleep(wake - now)
+
+    def _next(self, now: float) -> _Request | None:
+        """The request to make now: a retry that is due, else the next ready chunk, else None.
+
+        While a retry is pending after one failure before Amplitude has answered in this send, or two
+        failures in a row after it has, new chunks wait: Amplitude looks down, and the retry probes it.
+        """
+        if self.held and any(h.not_before <= now for h in self.held):
+            due = [h for h in self.held if h.not_before <= now]
+            self.held = [h for h in self.held if h.not_before > now]
+            for h in due:
+                self.ready.extend(self._pack(h.indices))
+        if self.retries:
+            request = min(self.retries, key=lambda r: r.not_before)
+            if request.not_before <= now:
+                self.retries.remove(request)
+                return request
+            if self.failures >= (2 if self.answered else 1):
+                return None
+        if not self.ready:
+            return None
+        chunk = self.ready.popleft()
+        if len(chunk) > self.max_events or self._size(chunk) > self.max_bytes:
+            # Packed before a 413 taught us a smaller limit: repack to the limit we know now.
+            self.ready.extendleft(reversed(self._pack(chunk)))
             chunk = self.ready.popleft()
-            if len(chunk) > self.max_events or self._size(chunk) > self.max_bytes:
-                # Packed before a 413 taught us a smaller limit: repack to the limit we know now.
-                self.ready.extendleft(reversed(self._pack(chunk)))
-                chunk = self.ready.popleft()
-            if not self._deliver(chunk):
-                return
+        return _Request(chunk, self.client._body([self.encoded[i] for i in chunk]))
 
-    def _attempt(self, body: bytes) -> _Reply:
+    def _send(self, request: _Request) -> None:
+        """Make one request and act on the answer; a transient failure schedules a retry or ends the send."""
+        request.attempts += 1
         self.requests += 1
-        return self.client._post(body, self.end)
-
-    def _deliver(self, chunk: list[int]) -> bool:
-        """Send one chunk and act on the answer; False means stop sending anything else."""
-        client = self.client
-        body = client._body([self.encoded[i] for i in chunk])
         try:
-            reply = client._post_with_retries(self._attempt, body, self.end, len(chunk))
+            reply = self.client._post(request.body, self.end)
         except _Transient as exc:
+            self._failed(request, exc)
+            return
+        self.answered = True
+        self.failures = 0
+        self._answer(request.chunk, reply)
+
+    def _failed(self, request: _Request, exc: _Transient) -> None:
+        """Schedule a retry after a backoff, unless the attempts or the deadline ran out or we were closed.
+
+        Giving up on one request ends the send: Amplitude has been failing all that time.
+        """
+        self.failures += 1
+        client = self.client
+        wait = client._backoff(request.attempts)
+        not_before = time.monotonic() + wait
+        if request.attempts >= client.max_attempts or client._closed.is_set() or not_before >= self.end:
             reason = f"{exc.reason}; retry later with the same insert_id"
-            self._set(chunk, EventOutcome(Status.RETRY_LATER, exc.code, reason))
+            self._set(request.chunk, EventOutcome(Status.RETRY_LATER, exc.code, reason))
             self._retry_later_everything(exc.code, f"not sent: {exc.reason}; retry later")
-            return False
+            return
+        logger.info(
+            "Amplitude request of %d events failed (attempt %d): %s; retrying in %.2f s",
+            len(request.chunk),
+            request.attempts,
+            exc,
+            wait,
+        )
+        request.not_before = not_before
+        request.failure = exc
+        self.retries.append(request)
+
+    def _answer(self, chunk: list[int], reply: _Reply) -> None:
         status = reply.status
         if 200 <= status < 300:
             self._set(chunk, _DELIVERED)
-            return True
-        if status == 413:
-            return self._split(chunk, reply)
-        if status == 429:
+        elif status == 413:
+            self._split(chunk)
+        elif status == 429:
             self._throttled(chunk, reply)
-            return True
-        if status == 400:
-            rejected = self._index_maps(chunk, reply.body)
-            if rejected:
-                rest = [i for i in chunk if self.outcomes[i] is None]
-                if rest:
-                    self.ready.appendleft(rest)
-                return True
-        self._configuration_error(chunk, reply)
-        return False
+        elif status == 400 and self._index_maps(chunk, reply.body):
+            rest = [i for i in chunk if self.outcomes[i] is None]
+            if rest:
+                self.ready.appendleft(rest)  # at once: loop, since a map may name only the first bad event
+        else:
+            self._configuration_error(chunk, reply)
 
     def _size(self, chunk: list[int]) -> int:
         """Bytes of the request body for ``chunk`` before compression."""
         return self.overhead + sum(len(self.encoded[i]) for i in chunk) + len(chunk) - 1
 
-    def _split(self, chunk: list[int], reply: _Reply) -> bool:
+    def _split(self, chunk: list[int]) -> None:
         if len(chunk) == 1:
             self._set(
                 chunk,
@@ -658,7 +696,7 @@ class _Send:
                     f"({len(self.encoded[chunk[0]])} bytes of JSON); shrink its properties",
                 ),
             )
-            return True
+            return
         half = (len(chunk) + 1) // 2
         # Learn from it: later requests of this send are packed at most half as large.
         self.max_events = max(1, min(self.max_events, half))
@@ -666,7 +704,6 @@ class _Send:
         self.ready.appendleft(chunk[half:])
         self.ready.appendleft(chunk[:half])
         logger.info("Amplitude answered 413 for %d events; splitting into halves", len(chunk))
-        return True
 
     def _throttled(self, chunk: list[int], reply: _Reply) -> None:
         body = reply.body
@@ -784,7 +821,12 @@ class _Send:
         missing = body.get("missing_field")
         if missing:
             detail += f" (missing field {client._redact(str(missing))[:50]})"
-        pending = len(chunk) + sum(len(c) for c in self.ready) + sum(len(h.indices) for h in self.held)
+        pending = (
+            len(chunk)
+            + sum(len(c) for c in self.ready)
+            + sum(len(h.indices) for h in self.held)
+            + sum(len(r.chunk) for r in self.retries)
+        )
         logger.error(
             "Amplitude refused the request (HTTP %d: %s): check the API key, the region and the endpoint "
             "(%s); %d events kept as retry later, none dropped",
