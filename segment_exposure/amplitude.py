@@ -39,7 +39,6 @@ import gzip as gzip_module
 import json
 import logging
 import math
-import random
 import threading
 import time
 from collections import deque
@@ -50,6 +49,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 
 __all__ = [
     "ENDPOINTS",
@@ -310,6 +310,10 @@ class AmplitudeClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.backoff_jitter = backoff_jitter
+        self._wait = wait_exponential(multiplier=backoff_initial, max=backoff_max) + wait_random(
+            0, backoff_jitter
+        )
+        self._retrying = Retrying(wait=self._wait)
         self.throttle_wait = throttle_wait
         self.max_throttle_holds = max_throttle_holds
         self.limits = RequestLimits(
@@ -429,9 +433,14 @@ class AmplitudeClient:
         return _Reply(status, parsed, retry_after)
 
     def _backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): exponential, with jitter."""
-        wait = min(self.backoff_initial * 2.0 ** (attempt - 1), self.backoff_max)
-        return wait + random.uniform(0, self.backoff_jitter)
+        """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): exponential, with jitter.
+
+        tenacity's wait strategies compute it; its retry loop is not used, because it would sleep on this
+        thread and stall every other chunk of the send.
+        """
+        state = RetryCallState(retry_object=self._retrying, fn=None, args=(), kwargs={})
+        state.attempt_number = attempt
+        return float(self._wait(state))
 
     def _sleep(self, seconds: float) -> None:
         self._closed.wait(seconds)
