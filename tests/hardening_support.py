@@ -1,0 +1,271 @@
+"""Shared helpers of the hardening tests (issue 9): in-process WSGI calls, a ``segment-exposure serve``
+process that can be SIGKILLed as a whole, Segment events, log capture, and process memory."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+__all__ = [
+    "LogCapture",
+    "ServeProcess",
+    "WsgiResponse",
+    "call_wsgi",
+    "rss_bytes",
+    "segment_event",
+]
+
+# -- WSGI, in process -------------------------------------------------------------------------------------
+
+
+@dataclass
+class WsgiResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call_wsgi(
+    app: Any,
+    body: bytes = b"",
+    *,
+    method: str = "POST",
+    path: str = "/",
+    headers: Mapping[str, str] | None = None,
+    content_length: str | None = None,
+) -> WsgiResponse:
+    """One request through ``app`` the way a WSGI server calls it (wsgiref's environ, no server).
+
+    An exception escaping the app is what a WSGI server turns into a 500 answer, so it is reported as
+    one (with the exception in the body) rather than raised: tests assert on statuses.
+    """
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(
+        {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)) if content_length is None else content_length,
+        }
+    )
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        else:
+            environ["HTTP_" + key] = value
+    started: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        started["status"] = int(status.split(" ", 1)[0])
+        started["headers"] = dict(response_headers)
+
+    try:
+        chunks = app(environ, start_response)
+        payload = b"".join(chunks)
+    except Exception as exc:  # what the server would answer: 500
+        return WsgiResponse(500, {}, f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace"))
+    return WsgiResponse(started["status"], started["headers"], payload)
+
+
+# -- Segment events ---------------------------------------------------------------------------------------
+
+
+def segment_event(i: int, prefix: str = "evt", **fields: Any) -> dict[str, Any]:
+    """A valid Segment ``$exposure`` track event with message id ``{prefix}-{i:06d}``."""
+    event: dict[str, Any] = {
+        "type": "track",
+        "event": "$exposure",
+        "userId": f"user-{i:06d}",
+        "anonymousId": f"anon-{i:06d}",
+        "messageId": f"{prefix}-{i:06d}",
+        "timestamp": "2026-11-24T10:00:00.123Z",
+        "properties": {"flag_key": "checkout", "variant": "treatment", "experiment_key": "exp-1"},
+        "context": {"library": {"name": "analytics.js"}, "device": {"type": "ios"}, "locale": "en-US"},
+    }
+    event.update(fields)
+    return event
+
+
+# -- logs -------------------------------------------------------------------------------------------------
+
+
+class LogCapture(logging.Handler):
+    """Every record of every logger at DEBUG, formatted (with tracebacks), while installed on the root.
+
+    ``install()`` lowers the given loggers (and the root) to DEBUG and remembers their levels;
+    ``uninstall()`` restores them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+        self._lock_lines = threading.Lock()
+        self._levels: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception as exc:  # a record that cannot be formatted is still looked at
+            text = f"{record.name} UNFORMATTABLE {record.msg!r} {record.args!r} ({exc})"
+        with self._lock_lines:
+            self.lines.append(text)
+
+    def install(self, names: Iterable[str] = ()) -> LogCapture:
+        for name in ("", *names):
+            logger = logging.getLogger(name)
+            self._levels[name] = logger.level
+            logger.setLevel(logging.DEBUG)
+        logging.getLogger().addHandler(self)
+        return self
+
+    def uninstall(self) -> None:
+        logging.getLogger().removeHandler(self)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+
+    def text(self) -> str:
+        with self._lock_lines:
+            return "\n".join(self.lines)
+
+
+# -- segment-exposure serve, killable ---------------------------------------------------------------------
+
+_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)")
+
+
+class ServeProcess:
+    """``python -m segment_exposure serve`` in its own session (process group), output collected.
+
+    ``kill()`` sends SIGKILL to the whole group, master and workers at once: a machine or container
+    dying, not a graceful stop. ``argv`` replaces the command (e.g. a wrapper script) when given.
+    """
+
+    def __init__(
+        self, env: Mapping[str, str], *, workers: int = 1, argv: Sequence[str] | None = None
+    ) -> None:
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(("AMPLITUDE_", "SEGMENT_", "WEBHOOK_"))
+        }
+        command = list(argv) if argv is not None else [sys.executable, "-m", "segment_exposure", "serve"]
+        self.process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", "0"],
+            env={**base, "WORKERS": str(workers), "PYTHONUNBUFFERED": "1", **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        try:
+            listening = self.wait_for(_LISTENING)
+            self.url = f"http://127.0.0.1:{listening.group(1)}"
+            self.master_pid = int(listening.group(2))
+            self.wait_for(re.compile(r"worker ready"), count=workers)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _read(self, stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            with self._cond:
+                lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: re.Pattern[str], count: int = 1, timeout: float = 20.0) -> re.Match[str]:
+        """The first stdout line matching ``pattern`` once ``count`` lines match."""
+
+        def found() -> list[re.Match[str]]:
+            return [m for m in map(pattern.search, self.stdout) if m]
+
+        with self._cond:
+            self._cond.wait_for(lambda: len(found()) >= count or self.process.poll() is not None, timeout)
+            matches = found()
+        if len(matches) < count:
+            raise AssertionError(f"no {pattern.pattern!r} in the server's output:\n{self.output()}")
+        return matches[0]
+
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.stdout + self.stderr)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (gunicorn's graceful stop) and wait; SIGKILL if it does not stop in ``timeout``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self._join_readers()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the master and every worker (the process group this object started)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=20)
+        self._join_readers()
+
+    def _join_readers(self) -> None:
+        for reader in self._readers:
+            reader.join(timeout=5)
+
+
+# -- memory -----------------------------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    """Resident set size of ``pid`` (default: this process) from /proc, in bytes; 0 where unavailable."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Deadline:
+    """A monotonic deadline: ``remaining()`` seconds left, never negative."""
+
+    seconds: float
+    start: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float:
+        return max(0.0, self.start + self.seconds - time.monotonic())
+
+    def passed(self) -> bool:
+        return self.remaining() <= 0.0
