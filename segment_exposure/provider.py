@@ -58,6 +58,15 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _json_safe(value: Mapping[str, Any]) -> Any:
+    """Plain JSON data for ``value``: other objects as text, NaN and infinities as null.
+
+    Messages go onto Segment's queue without its cleaning step, and its consumer thread silently loses
+    (and never marks done) a message it cannot encode; the real API refuses NaN.
+    """
+    return json.loads(json.dumps(dict(value), default=str), parse_constant=lambda _: None)
+
+
 class _Pending:
     """An accepted exposure waiting for the worker thread."""
 
@@ -163,6 +172,12 @@ class SegmentExposureTrackingProvider:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._idle = threading.Condition()
         self._processed = 0  # written by the worker thread only; compared with stats.tracked by flush()
+        # Final outcomes counted so far (see _settle); shutdown() counts the rest as lost, once.
+        self._settle_lock = threading.Lock()
+        self._settled = 0
+        self._final = False
+        self._full_warned = 0.0
+        self._full_drops = 0
         segment_client.instrument(self._analytics, self._on_delivered, self._on_failed)
         self._worker = threading.Thread(target=self._run, name="segment-exposure-worker", daemon=True)
         self._worker.start()
@@ -315,6 +330,19 @@ class SegmentExposureTrackingProvider:
             self._notify_captures(pending)
         return True
 
+    def _settle(self, outcome: str, n: int = 1) -> None:
+        """Count the final outcome of ``n`` tracked exposures (``"delivered"`` or a drop reason).
+
+        After ``shutdown()`` has counted everything unsettled as ``shutdown``, later outcomes are not
+        counted again: every tracked exposure is counted exactly once.
+        """
+        counter = self._stats.delivered if outcome == "delivered" else self._stats.dropped[outcome]
+        with self._settle_lock:
+            if self._final:
+                return
+            counter.incr(n)
+            self._settled += n
+
     def _drop(self, reason: str, exposure: object) -> bool:
         self._stats.dropped[reason].incr()
         if log.isEnabledFor(logging.DEBUG):
@@ -344,7 +372,7 @@ class SegmentExposureTrackingProvider:
         exposure = pending.exposure
         properties = exposure.properties()
         if self.include_metadata and exposure.metadata:
-            properties["metadata"] = dict(exposure.metadata)
+            properties["metadata"] = _json_safe(exposure.metadata)
         metadata = exposure.metadata
         flag_version = metadata.get("flagVersion") if metadata else None
         decision = pending.decision
@@ -386,7 +414,7 @@ class SegmentExposureTrackingProvider:
                 self._send(item)
             except Exception:
                 log.exception("segment-exposure: unexpected error handing an exposure to Segment")
-                self._stats.dropped["error"].incr()
+                self._settle("error")
             self._mark_processed()
 
     def _mark_processed(self) -> None:
@@ -409,20 +437,20 @@ class SegmentExposureTrackingProvider:
                 self._set_aside_too_large(pending)
                 return
             except AssertionError as exc:
-                self._stats.dropped["invalid"].incr()
+                self._settle("invalid")
                 log.warning("segment-exposure: Segment's client rejected an exposure: %s", exc)
                 return
             except Exception as exc:
                 if not self._synchronous:
                     raise
                 # A synchronous client sends on this thread and raises when the upload fails.
-                self._stats.dropped["delivery_failed"].incr()
+                self._settle("delivery_failed")
                 log.error("segment-exposure: Segment rejected an exposure: %s", exc)
                 return
             if ok:
                 self._stats.enqueued.incr()
                 if self._synchronous:
-                    self._stats.delivered.incr()  # an in-memory or synchronous client has delivered it
+                    self._settle("delivered")  # an in-memory or synchronous client has delivered it
                 return
             if not self._room_or_give_up():
                 return
@@ -439,7 +467,7 @@ class SegmentExposureTrackingProvider:
         self._stats.enqueued.incr()
 
     def _set_aside_too_large(self, pending: _Pending) -> None:
-        self._stats.dropped["too_large"].incr()
+        self._settle("too_large")
         log.warning(
             "segment-exposure: exposure over Segment's 32 KB limit set aside (flag %r)",
             pending.exposure.flag_key,
@@ -448,13 +476,22 @@ class SegmentExposureTrackingProvider:
     def _room_or_give_up(self) -> bool:
         """Segment's queue is full: wait for room on this thread (never the caller's).
 
-        The provider's own bounded queue keeps absorbing meanwhile, and drops there are counted.
+        The provider's own bounded queue keeps absorbing meanwhile, and drops there are counted. Once
+        the provider is closed, giving up is counted by ``shutdown()``, not here.
         """
-        if self._closed or not self._wait_for_room():
-            self._stats.dropped["queue_full"].incr()
-            log.warning("segment-exposure: Segment's queue stayed full; exposure set aside")
+        if self._closed:
             return False
-        return True
+        if self._wait_for_room():
+            return True
+        self._settle("queue_full")
+        now = time.monotonic()
+        self._full_drops += 1
+        if now - self._full_warned >= 10.0:  # one line per 10 s, not one per exposure, in an outage
+            log.warning(
+                "segment-exposure: Segment's queue stayed full; %d exposure(s) set aside", self._full_drops
+            )
+            self._full_warned, self._full_drops = now, 0
+        return False
 
     def _wait_for_room(self) -> bool:
         q = getattr(self._analytics, "queue", None)
@@ -462,7 +499,8 @@ class SegmentExposureTrackingProvider:
             return False
         deadline = time.monotonic() + 60.0
         with q.not_full:
-            while q.maxsize > 0 and q.qsize() >= q.maxsize:
+            # len(q.queue), not q.qsize(): qsize() takes q.mutex, which not_full already holds.
+            while q.maxsize > 0 and len(q.queue) >= q.maxsize:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     return False
@@ -480,12 +518,14 @@ class SegmentExposureTrackingProvider:
         )
 
     def _on_delivered(self, batch: list[dict[str, Any]]) -> None:
-        self._stats.delivered.incr(self._ours(batch))
+        n = self._ours(batch)
+        if n:
+            self._settle("delivered", n)
 
     def _on_failed(self, exc: BaseException, batch: list[dict[str, Any]]) -> None:
         n = self._ours(batch)
         if n:
-            self._stats.dropped["delivery_failed"].incr(n)
+            self._settle("delivery_failed", n)
             log.error("segment-exposure: Segment gave up delivering %d exposure(s): %s", n, exc)
 
     # -- flushing ------------------------------------------------------------------------------------
@@ -537,25 +577,18 @@ class SegmentExposureTrackingProvider:
             self._worker.join(max(0.0, deadline - time.monotonic()))
             if self._owns_client:
                 segment_client.stop_consumers(self._analytics, deadline)
-            # Accepted but not yet handed to Segment (queued, or in the worker's hands), plus what
-            # Segment's client still holds.
-            left = self._stats.tracked.value - self._processed + self._segment_backlog()
-            if left:
+            # Everything tracked whose outcome is not known yet (queued here, in the worker's hands, or
+            # held by Segment's client) is counted as lost to the shutdown, exactly once.
+            with self._settle_lock:
+                self._final = True
+                left = self._stats.tracked.value - self._settled
+            if left > 0:
                 self._stats.dropped["shutdown"].incr(left)
                 log.warning("segment-exposure: %d exposure(s) not delivered by the shutdown deadline", left)
         except Exception:
             log.exception("segment-exposure: shutdown failed")
             return False
         return delivered
-
-    def _segment_backlog(self) -> int:
-        """Exposures Segment's client still holds: queued, or in a batch its stopped consumer kept."""
-        q = getattr(self._analytics, "queue", None)
-        if self._synchronous or not isinstance(q, queue.Queue):
-            return 0
-        if self._owns_client:
-            return q.unfinished_tasks  # every message in an owned client is an exposure
-        return self._ours(list(q.queue))
 
     # -- introspection -------------------------------------------------------------------------------
 

@@ -93,6 +93,7 @@ EXPERIMENT_PROPERTY_PREFIX = "[Experiment]"
 _PREFIX_LOWER = EXPERIMENT_PROPERTY_PREFIX.lower()
 _PREFIX_LEN = len(EXPERIMENT_PROPERTY_PREFIX)
 _SEGMENT_INTEGRATION = "Actions Amplitude"
+_MAX_SAFE_INTEGER = 2**53 - 1
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
 _EMPTY: dict[str, Any] = {}
 
@@ -132,6 +133,8 @@ def _show(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
+    except RecursionError:
+        text = f"{_kind(value)} nested too deeply to show"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -322,12 +325,17 @@ def _session_id(event: dict[str, Any]) -> int | None:
     raw = settings.get("session_id")
     if raw is None:
         return None
-    if raw.__class__ is int:
-        return int(raw)
-    if raw.__class__ is str and raw.isdigit() and raw.isascii():
-        return int(raw)
-    if raw.__class__ is float and raw.is_integer():
-        return int(raw)
+    number: int | None = None
+    if (
+        raw.__class__ is int
+        or (raw.__class__ is str and raw.isdigit() and raw.isascii() and len(raw) <= 16)
+        or (raw.__class__ is float and raw.is_integer())
+    ):
+        number = int(raw)
+    # An epoch-ms session start is far below 2**53, the largest integer JavaScript (the Segment Function)
+    # holds exactly; outside it the two implementations could not agree.
+    if number is not None and -_MAX_SAFE_INTEGER <= number <= _MAX_SAFE_INTEGER:
+        return number
     raise ValidationError(
         f'integrations["{_SEGMENT_INTEGRATION}"].session_id is {_show(raw)}; Amplitude needs an integer '
         "(the session start in epoch milliseconds) or an all-digit string: fix the sender, or remove it"

@@ -13,8 +13,8 @@ Properties, each over thousands of generated inputs with a fixed seed (``tests/h
 * the webhook WSGI app and the Lambda handler never answer 500 (nor any 5xx while Amplitude is healthy)
   for bad input: random bytes, random JSON, deep nesting, odd content types, bad signatures.
 
-Inputs that expose a bug found here are kept out of the generated data and pinned instead by the
-``xfail(strict=True)`` tests at the end of this module (see each one's reason).
+Inputs that exposed a bug here (since fixed) are pinned by the regression tests at the end of this
+module.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ NO_SURROGATE_CHARS = st.characters(exclude_categories=["Cs"])
 
 
 def huge_strings(chars: str) -> st.SearchStrategy[str]:
-    """Strings of 1,000 to 200,000 characters (never all digits: see the session_id xfail below)."""
+    """Strings of 1,000 to 200,000 characters (never all digits: huge session_ids are tested below)."""
     return st.tuples(st.sampled_from(list(chars)), st.integers(1_000, 200_000)).map(lambda t: t[0] * t[1])
 
 
@@ -727,12 +727,6 @@ def test_lambda_never_fails_for_bad_input(lambda_env: None, case: tuple[str, Any
 # -- bugs found by fuzzing: pinned, to be fixed in the package --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: WebhookResponse.payload() encodes with ensure_ascii=False, so a lone surrogate (valid JSON "
-    "escape \\ud800) echoed in a rejected event's messageId or error message raises UnicodeEncodeError: "
-    "500 from the WSGI app, an invocation error from the Lambda",
-)
 @pytest.mark.parametrize(
     "event",
     [
@@ -750,12 +744,6 @@ def test_a_lone_surrogate_is_not_a_500(webhook: Any, lambda_env: None, event: di
     assert answer["statusCode"] == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: WebhookApp._body checks Content-Length with str.isdigit(), which is True for '\u00b2' "
-    "(and other non-ASCII digits) that int() refuses: ValueError, 500 (wsgiref and http.server decode "
-    "header bytes as latin-1, so a raw 0xB2 byte gets here)",
-)
 def test_a_non_ascii_digit_content_length_is_400(webhook: Any) -> None:
     response = call_wsgi(
         webhook, b"{}", headers={"X-Signature": sign(b"{}", SECRET)}, content_length="\u00b2"
@@ -763,24 +751,12 @@ def test_a_non_ascii_digit_content_length_is_400(webhook: Any) -> None:
     assert response.status == 400, response.body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: translate._session_id calls int() on an all-digit string of any length; past 4,300 digits "
-    "Python raises ValueError, which is not one of the three permanent errors: the destination answers it "
-    "as 500 (retry), so Segment retries a poison event for hours",
-)
 def test_a_huge_digit_session_id_is_a_validation_error() -> None:
     event = segment_event(1, integrations={"Actions Amplitude": {"session_id": "7" * 5000}})
     with pytest.raises(ValidationError):
         to_amplitude_event(event)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: translate._show() (used in error messages) catches TypeError/ValueError from json.dumps "
-    "but not RecursionError, so a value nested a few thousand levels deep in type, event, flag_key, "
-    "variant or experiment_key escapes as RecursionError instead of a permanent error",
-)
 @pytest.mark.parametrize("field", ["type", "event", "flag_key", "variant", "experiment_key"])
 def test_a_deeply_nested_value_is_a_permanent_error(field: str) -> None:
     event = segment_event(1)
@@ -792,12 +768,6 @@ def test_a_deeply_nested_value_is_a_permanent_error(field: str) -> None:
         to_amplitude_event(event)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli/records.py catches ValueError from json.loads but not RecursionError, so one line "
-    "nested ~1,000+ levels deep makes `segment-exposure translate` (and doctor) die with a traceback "
-    "instead of reporting the line",
-)
 @pytest.mark.parametrize("command", ["translate", "doctor"])
 def test_cli_reports_a_deeply_nested_line_without_a_traceback(command: str, tmp_path: Path) -> None:
     good = json.dumps(segment_event(1))
@@ -815,14 +785,6 @@ def test_cli_reports_a_deeply_nested_line_without_a_traceback(command: str, tmp_
     assert "line 2" in done.stderr + done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: since exposures are queued straight onto Segment's queue (segment_client.wire_message), "
-    "metadata values that are not JSON (uuid.UUID, set, bytes, ...) are no longer cleaned by Segment's "
-    "Client.track(); Segment's Consumer.next() fails to json.dumps the message, logs it and drops it "
-    "without task_done() or on_error: the exposure is never counted and every later flush() waits its "
-    "whole timeout and returns False",
-)
 @pytest.mark.parametrize("value", [uuid.UUID(int=7), {"a", "b"}], ids=["uuid", "set"])
 def test_metadata_that_is_not_json_is_delivered_or_counted(collector: SegmentCollector, value: Any) -> None:
     provider = SegmentExposureTrackingProvider(

@@ -134,18 +134,6 @@ print(json.dumps({
 # A normal exit: the provider's exit hook flushes within flush_timeout, then counts what is left.
 """
 
-DEADLOCK = (
-    "bug: provider._wait_for_room() calls q.qsize() inside `with q.not_full:`; both take the Segment "
-    "queue's non-reentrant mutex, so the worker deadlocks the first time Segment's queue is full, holding "
-    "the mutex: Segment's consumer can never dequeue again (nothing more is delivered) and Segment's own "
-    "atexit join() then blocks forever, so the process never exits"
-)
-DOUBLE_COUNT = (
-    DEADLOCK + "; and, once that is fixed, shutdown() counts `tracked - processed + unfinished_tasks` as "
-    "`shutdown` while the worker (and Segment's consumer) keep running past the join deadline and count "
-    "the same exposures again as queue_full / delivery_failed: dropped_total exceeds the calls made"
-)
-
 
 @dataclass
 class AppRun:
@@ -228,7 +216,6 @@ def test_collector_down_the_app_stays_fast_and_counts_every_drop(collector_down_
     assert run.collector_messages == 0, "and nothing arrived"
 
 
-@pytest.mark.xfail(strict=True, reason=DEADLOCK)
 def test_collector_down_the_process_exits_within_its_flush_deadline(collector_down_run: AppRun) -> None:
     run = collector_down_run
     assert run.returncode == 0, f"still running {run.seconds_after_loop:.1f} s after its work:\n{run.stderr}"
@@ -236,7 +223,6 @@ def test_collector_down_the_process_exits_within_its_flush_deadline(collector_do
     run.line("final")
 
 
-@pytest.mark.xfail(strict=True, reason=DOUBLE_COUNT)
 def test_collector_down_every_exposure_is_counted_once_at_exit(collector_down_run: AppRun) -> None:
     run = collector_down_run
     calls = run.line("running")["calls"]
@@ -261,7 +247,6 @@ print(json.dumps({"flushed": flushed, "accepted": sum(answers), "stats": provide
 """
 
 
-@pytest.mark.xfail(strict=True, reason=DEADLOCK)
 def test_a_burst_beyond_segments_queue_is_delivered_or_counted_and_the_process_exits() -> None:
     n, queue_size = 5_000, 200
     with SegmentCollector(WRITE_KEY) as collector:

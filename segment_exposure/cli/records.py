@@ -56,6 +56,8 @@ def _iter_lines(head: str, stream: IO[str], line: int) -> Iterator[Record | BadR
                 yield Record(line, json.loads(text))
             except ValueError as exc:
                 yield BadRecord(line, f"invalid JSON: {exc}")
+            except RecursionError:
+                yield BadRecord(line, "invalid JSON: nested too deeply")
         line += 1
         nxt = stream.readline()
         text = nxt if nxt else None
@@ -103,6 +105,9 @@ def _iter_array(stream: IO[str], line: int) -> Iterator[Record | BadRecord]:
                 if not eof and fill():
                     continue
                 yield BadRecord(line, f"invalid JSON: {exc}")
+                return
+            except RecursionError:
+                yield BadRecord(line, "invalid JSON: nested too deeply")
                 return
             if end == len(buf) and not eof and fill():
                 continue  # a number may continue in the next chunk: decode again with more text

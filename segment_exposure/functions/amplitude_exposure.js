@@ -290,8 +290,12 @@ function sessionId (event) {
   if (!isObject(settings)) return null
   const raw = get(settings, 'session_id')
   if (raw === null) return null
-  if (typeof raw === 'number' && Number.isInteger(raw)) return raw
-  if (typeof raw === 'string' && isDigits(raw)) return Number(raw)
+  // An epoch-ms session start is far below 2^53; beyond it a number is not exact here, so (as in the
+  // Python translator) anything outside the safe-integer range is refused.
+  if (typeof raw === 'number' && Number.isSafeInteger(raw)) return raw
+  if (typeof raw === 'string' && isDigits(raw) && raw.length <= 16 && Number.isSafeInteger(Number(raw))) {
+    return Number(raw)
+  }
   throw new ValidationError(
     `integrations["${SEGMENT_INTEGRATION}"].session_id is ${show(raw)}; Amplitude needs an integer ` +
     '(the session start in epoch milliseconds) or an all-digit string: fix the sender, or remove it')

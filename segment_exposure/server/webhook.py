@@ -59,7 +59,8 @@ class WebhookResponse:
     headers: tuple[tuple[str, str], ...] = ()
 
     def payload(self) -> bytes:
-        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+        # ASCII escapes: a lone surrogate echoed from an event (valid JSON "\\ud800") must not fail the reply.
+        return json.dumps(self.body, separators=(",", ":")).encode()
 
 
 def sign(body: bytes, secret: str) -> str:

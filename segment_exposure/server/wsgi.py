@@ -87,7 +87,7 @@ class WebhookApp:
         cap = self.handler.max_body_bytes
         length_text = (environ.get("CONTENT_LENGTH") or "").strip()
         if length_text:
-            if not length_text.isdigit():
+            if not (length_text.isascii() and length_text.isdigit()):
                 return error_response(400, "Content-Length is not a number")
             length = int(length_text)
             oversized = self.handler.too_large(length)
