@@ -180,7 +180,8 @@ class SegmentExposureTrackingProvider:
         self._full_drops = 0
         segment_client.instrument(self._analytics, self._on_delivered, self._on_failed)
         self._worker = threading.Thread(target=self._run, name="segment-exposure-worker", daemon=True)
-        self._worker.start()
+        with segment_client.main_thread_signals():
+            self._worker.start()
 
     def _reset_after_fork(self) -> None:
         # Runs in the child right after fork(), when only this thread exists. Locks that another thread

@@ -8,11 +8,13 @@ and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "accepts_direct_enqueue",
     "enqueue",
     "instrument",
+    "main_thread_signals",
     "make_client",
     "revive_after_fork",
     "stop_consumers",
@@ -48,6 +51,30 @@ _CONSUMER_SETTINGS = (
 )
 
 
+#: Signals a process is stopped or interrupted with. Python runs their handlers only on the main thread,
+#: and only once the kernel delivers them to it: a signal that lands on a background thread leaves the
+#: main thread blocked in its syscall (an accept(), a read()) with the handler never run.
+_PROCESS_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def main_thread_signals() -> Iterator[None]:
+    """Threads started inside the block never receive process signals: the main thread does.
+
+    A new thread inherits its creator's signal mask, so the mask is set around the start and restored.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def make_client(write_key: str, host: str | None, **options: Any) -> Any:
     """A Segment client in the one mode that is safe here: asynchronous, one consumer thread."""
     from segment.analytics import Client
@@ -59,7 +86,8 @@ def make_client(write_key: str, host: str | None, **options: Any) -> Any:
     # 500 exposures (~350 KB) per request instead of 100: a request's fixed cost in requests is ~0.75 ms
     # of CPU, and Segment's consumer still caps each batch at 475 KB.
     options.setdefault("upload_size", 500)
-    return Client(write_key, host=host, **options)
+    with main_thread_signals():  # its consumer thread starts in the constructor
+        return Client(write_key, host=host, **options)
 
 
 def instrument(client: Any, on_delivered: BatchCallback, on_failed: ErrorCallback) -> None:
@@ -208,7 +236,8 @@ def revive_after_fork(client: Any) -> None:
             _instrument_consumer(consumer, *hooks)
         consumers.append(consumer)
         if getattr(client, "send", True):
-            consumer.start()
+            with main_thread_signals():
+                consumer.start()
     client.consumers = consumers
 
 

@@ -8,10 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from segment_exposure import SegmentExposureTrackingProvider
 from segment_exposure.testing import SegmentCollector
 
 from .conftest import WRITE_KEY
@@ -98,13 +101,15 @@ def test_forked_child_delivers_and_parent_events_are_not_sent_twice(collector: S
 
 SIGTERM_APP = """
 import sys
+import time
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 host, key = sys.argv[1], sys.argv[2]
 provider = SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True, flush_timeout=10)
 for i in range(10_000):
     provider.track(Exposure("checkout", "treatment"), {"user_id": f"user-{i:06d}"})
 print(provider.stats()["pending"], flush=True)  # still queued when the signal comes
-sys.stdin.read()  # a server waiting for work, until it is stopped
+while True:  # a server's main loop, waiting for work until it is stopped
+    time.sleep(0.05)
 """
 
 
@@ -129,3 +134,22 @@ def test_sigterm_delivers_every_queued_exposure_within_the_deadline(collector: S
     app.stdin.close()  # type: ignore[union-attr]
     app.stdout.close()
     app.stderr.close()  # type: ignore[union-attr]
+
+
+def _blocked_signals(native_id: int | None) -> int:
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+
+
+def test_background_threads_leave_process_signals_to_the_main_thread(collector: SegmentCollector) -> None:
+    """A SIGTERM delivered to a background thread would not interrupt the main thread's blocking call."""
+    provider = SegmentExposureTrackingProvider(WRITE_KEY, host=collector.url)
+    try:
+        for thread in [provider._worker, *provider.analytics.consumers]:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                assert _blocked_signals(thread.native_id) & (1 << (sig - 1)), (
+                    f"{thread.name} takes {sig.name}"
+                )
+        assert not _blocked_signals(threading.main_thread().native_id) & (1 << (signal.SIGTERM - 1))
+    finally:
+        provider.shutdown(2)
