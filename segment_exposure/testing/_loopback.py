@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["LoopbackServer"]
+__all__ = ["JSONHandler", "LoopbackServer"]
 
 _S = TypeVar("_S", bound="LoopbackServer")
 
@@ -20,6 +21,39 @@ class _QuietServer(ThreadingHTTPServer):
         """A client that hangs up is part of the tests; anything else is printed as usual."""
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """A request handler that answers JSON, keeps quiet, and ignores clients that hang up."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY every reply waits ~40 ms on the
+    # client's delayed ACK.
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # tests read what the server recorded
+        return
+
+    def send_json(
+        self, status: int, payload: Any, headers: dict[str, str] | None = None, *, close: bool = False
+    ) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
 
 
 class LoopbackServer:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._loopback import LoopbackServer
+from ._loopback import JSONHandler, LoopbackServer
 
 __all__ = ["CollectorFault", "SegmentCollector"]
 
@@ -213,22 +213,14 @@ class SegmentCollector(LoopbackServer):
 
 
 def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # Headers and body go out in separate writes: without TCP_NODELAY every reply waits ~40 ms on
-        # the client's delayed ACK.
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read assertions
-            return
-
+    class Handler(JSONHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
             with collector._cond:
                 collector.requests += 1
             if self.path.rstrip("/") != "/v1/batch":
-                self._reply(404, {"code": "not_found", "message": self.path})
+                self.send_json(404, {"code": "not_found", "message": self.path})
                 return
             fault = collector._take_fault()
             if fault is not None and fault.kind == "reset":
@@ -240,7 +232,7 @@ def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
                 headers = (
                     {"Retry-After": str(int(fault.retry_after))} if fault.retry_after is not None else {}
                 )
-                self._reply(
+                self.send_json(
                     fault.status, {"code": "injected", "message": f"injected {fault.status}"}, headers
                 )
                 return
@@ -250,22 +242,6 @@ def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
             if status != 200:
                 with collector._cond:
                     collector.rejected.append((status, payload.get("message", "")))
-            self._reply(status, payload)
-
-        def _reply(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def finish(self) -> None:
-            try:
-                super().finish()
-            except OSError:
-                pass
+            self.send_json(status, payload)
 
     return Handler

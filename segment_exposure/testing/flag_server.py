@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 
-from ._loopback import LoopbackServer
+from ._loopback import JSONHandler, LoopbackServer
 
 __all__ = ["ExperimentRequest", "FlagConfigServer", "demo_flags"]
 
@@ -271,12 +271,7 @@ class FlagConfigServer(LoopbackServer):
 
 
 def _handler_for(server: FlagConfigServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read server.requests()
-            return
-
+    class Handler(JSONHandler):
         def do_GET(self) -> None:
             self._handle("GET")
 
@@ -292,23 +287,9 @@ def _handler_for(server: FlagConfigServer) -> type[BaseHTTPRequestHandler]:
                 status, payload, generation, close = server._answer(method, path, headers, body)
             except Exception as exc:  # a bad flag config: answer as a broken server would
                 status, payload, generation, close = 500, {"error": f"{type(exc).__name__}: {exc}"}, -1, True
-            raw = json.dumps(payload).encode()
             # Recorded before the answer goes out: a client that has its answer finds its request here.
             headers_seen = tuple(self.headers.items())
             server._record(ExperimentRequest(method, path, query, headers_seen, body, status, generation))
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def finish(self) -> None:
-            try:
-                super().finish()
-            except OSError:
-                pass
+            self.send_json(status, payload, close=close)
 
     return Handler
