@@ -21,36 +21,12 @@ import requests
 from segment_exposure.amplitude import ENDPOINTS, AmplitudeClient, DeliveryResult, Status
 from segment_exposure.testing import AmplitudeEmulator
 
+from .amplitude_cases import FAST as CASES_FAST
+from .amplitude_cases import FAULT_MATRIX, SIZES
+
 API_KEY = "amp-test-key-7f3c2a9e51"
 T0 = 1795514400123
-
-#: Settings that make retries and holds take milliseconds, not seconds.
-FAST: dict[str, Any] = {
-    "backoff_initial": 0.01,
-    "backoff_max": 0.05,
-    "backoff_jitter": 0.01,
-    "throttle_wait": 0.05,
-    "timeout": (2.0, 3.0),
-    "deadline": 20.0,
-}
-
-FAULT_MATRIX: list[tuple[str | None, dict[str, Any]]] = [
-    (None, {}),
-    ("500_after_ingest", {}),
-    ("500", {}),
-    ("502", {}),
-    ("504", {}),
-    ("503", {"count": 3}),
-    ("reset", {"count": 2}),
-    ("reset_after_ingest", {}),
-    ("slow", {"delay": 0.2}),
-    ("non_json", {}),
-    ("non_json", {"status": 502}),
-    ("403", {}),
-    ("413", {}),
-    ("429", {}),
-]
-SIZES = [1, 20, 1000, 4000]
+FAST: dict[str, Any] = {**CASES_FAST, "deadline": 20.0}
 
 
 @pytest.fixture

@@ -23,29 +23,9 @@ from segment_exposure.errors import (
 )
 from segment_exposure.testing import AmplitudeEmulator
 
+from .amplitude_cases import FAST, FAULT_MATRIX, SIZES, segment_event
+
 API_KEY = "amp-dest-key-5e8d1c0b77"
-FAST: dict[str, Any] = {
-    "backoff_initial": 0.01,
-    "backoff_max": 0.05,
-    "backoff_jitter": 0.01,
-    "throttle_wait": 0.05,
-    "timeout": (2.0, 3.0),
-}
-FAULT_MATRIX: list[tuple[str | None, dict[str, Any]]] = [
-    (None, {}),
-    ("500_after_ingest", {}),
-    ("502", {}),
-    ("503", {"count": 3}),
-    ("reset", {"count": 2}),
-    ("reset_after_ingest", {}),
-    ("slow", {"delay": 0.2}),
-    ("non_json", {}),
-    ("non_json", {"status": 504}),
-    ("403", {}),
-    ("413", {}),
-    ("429", {}),
-]
-SIZES = [1, 20, 1000, 4000]
 
 
 @pytest.fixture
@@ -59,21 +39,6 @@ def make_destination(emulator: AmplitudeEmulator, **options: Any) -> AmplitudeEx
     return AmplitudeExposureDestination(
         API_KEY, endpoint=settings.pop("endpoint", emulator.http_api_url), **settings
     )
-
-
-def segment_event(i: int, **fields: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "$exposure",
-        "userId": f"user-{i:06d}",
-        "anonymousId": f"anon-{i:06d}",
-        "messageId": f"msg-{i:06d}",
-        "timestamp": "2026-11-24T10:00:00.123Z",
-        "properties": {"flag_key": "checkout", "variant": "treatment", "experiment_key": "exp-1"},
-        "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
-    }
-    event.update(fields)
-    return event
 
 
 #: Events each destination must refuse with 400: (fields, error name that must appear in errormessage).

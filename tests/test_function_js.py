@@ -25,6 +25,8 @@ from segment_exposure.errors import PermanentError, RetryError
 from segment_exposure.testing import AmplitudeEmulator
 from segment_exposure.translate import to_amplitude_event
 
+from .amplitude_cases import segment_event
+
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(
     NODE is None, reason="node is not installed: the Segment Function is JavaScript (CI installs Node 20)"
@@ -272,20 +274,6 @@ def test_generated_events_identical_in_js() -> None:
 
 
 # -- delivery: the fault matrix ---------------------------------------------------------------------------
-
-
-def segment_event(i: int, **fields: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "$exposure",
-        "userId": f"user-{i:06d}",
-        "anonymousId": f"anon-{i:06d}",
-        "messageId": f"msg-{i:06d}",
-        "timestamp": "2026-11-24T10:00:00.123Z",
-        "properties": {"flag_key": "checkout", "variant": "treatment", "experiment_key": "exp-1"},
-    }
-    event.update(fields)
-    return event
 
 
 def make_batch(size: int = 20) -> list[Any]:

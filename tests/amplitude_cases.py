@@ -1,0 +1,54 @@
+"""Shared cases for the delivery tests: fast retry settings, the fault matrix and sample events.
+
+The Python client, the destination and the JavaScript function are held to the same matrix, so it lives
+in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Settings that make retries and holds take milliseconds, not seconds.
+FAST: dict[str, Any] = {
+    "backoff_initial": 0.01,
+    "backoff_max": 0.05,
+    "backoff_jitter": 0.01,
+    "throttle_wait": 0.05,
+    "timeout": (2.0, 3.0),
+}
+
+#: (fault, inject() options): every row of Amplitude's response table, and a clean run.
+FAULT_MATRIX: list[tuple[str | None, dict[str, Any]]] = [
+    (None, {}),
+    ("500_after_ingest", {}),
+    ("500", {}),
+    ("502", {}),
+    ("504", {}),
+    ("503", {"count": 3}),
+    ("reset", {"count": 2}),
+    ("reset_after_ingest", {}),
+    ("slow", {"delay": 0.2}),
+    ("non_json", {}),
+    ("non_json", {"status": 502}),
+    ("non_json", {"status": 504}),
+    ("403", {}),
+    ("413", {}),
+    ("429", {}),
+]
+SIZES = [1, 20, 1000, 4000]
+
+
+def segment_event(i: int, **fields: Any) -> dict[str, Any]:
+    """A valid Segment ``$exposure`` track event, numbered ``i``, with ``fields`` replaced."""
+    event: dict[str, Any] = {
+        "type": "track",
+        "event": "$exposure",
+        "userId": f"user-{i:06d}",
+        "anonymousId": f"anon-{i:06d}",
+        "messageId": f"msg-{i:06d}",
+        "timestamp": "2026-11-24T10:00:00.123Z",
+        "properties": {"flag_key": "checkout", "variant": "treatment", "experiment_key": "exp-1"},
+        "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+    }
+    event.update(fields)
+    return event
