@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,75 +24,12 @@ from segment_exposure import cli
 from segment_exposure.server import DEFAULT_MAX_BODY_BYTES, sign
 from segment_exposure.testing import AmplitudeEmulator
 
+from .serve_process import ServeProcess
+
 API_KEY = "amp-serve-key-4b2e9d0c31"
 SECRET = "whsec-3a7d1f0b9c8e"
 DEADLINE = 1.0  # AMPLITUDE_DEADLINE for these servers: the slow-Amplitude test waits for it
 WORKERS = 2
-
-
-class Server:
-    """``segment-exposure serve`` in a child process, with its stdout and stderr collected line by line."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        base = {
-            k: v for k, v in os.environ.items() if not k.startswith(("AMPLITUDE_", "SEGMENT_", "WEBHOOK_"))
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "segment_exposure", "serve", "--host", "127.0.0.1", "--port", "0"],
-            env={**base, "WORKERS": str(WORKERS), "PYTHONUNBUFFERED": "1", **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._cond = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout), daemon=True),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-        listening = self.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)")
-        self.url = f"http://127.0.0.1:{listening.group(1)}"
-        self.master_pid = int(listening.group(2))
-        self.wait_for(r"worker ready", count=WORKERS)
-
-    def _read(self, stream: Any, lines: list[str]) -> None:
-        for line in stream:
-            with self._cond:
-                lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait_for(self, pattern: str, count: int = 1, timeout: float = 15.0) -> re.Match[str]:
-        """The first stdout line matching ``pattern`` once ``count`` lines match; fails after ``timeout``."""
-        regex = re.compile(pattern)
-
-        def found() -> list[re.Match[str]]:
-            return [m for m in map(regex.search, self.stdout) if m]
-
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: len(found()) >= count or self.process.poll() is not None, timeout
-            )
-            matches = found()
-        if not ok or len(matches) < count:
-            raise AssertionError(
-                f"no {pattern!r} in the server's output:\n" + "\n".join(self.stdout + self.stderr)
-            )
-        return matches[0]
-
-    def log(self) -> str:
-        with self._cond:
-            return "\n".join(self.stdout)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=15)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        return code
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +39,14 @@ def amplitude() -> Iterator[AmplitudeEmulator]:
 
 
 @pytest.fixture(scope="module")
-def server(amplitude: AmplitudeEmulator) -> Iterator[Server]:
+def server(amplitude: AmplitudeEmulator) -> Iterator[ServeProcess]:
     env = {
         "AMPLITUDE_API_KEY": API_KEY,
         "SEGMENT_SHARED_SECRET": SECRET,
         "AMPLITUDE_ENDPOINT": amplitude.http_api_url,
         "AMPLITUDE_DEADLINE": str(DEADLINE),
     }
-    running = Server(env)
+    running = ServeProcess(env, workers=WORKERS)
     yield running
     assert running.stop() == 0
 
@@ -145,7 +80,9 @@ def segment_event(i: int, prefix: str = "msg", **fields: Any) -> dict[str, Any]:
     return event
 
 
-def post(server: Server, payload: Any, *, secret: str | None = SECRET, **headers: str) -> requests.Response:
+def post(
+    server: ServeProcess, payload: Any, *, secret: str | None = SECRET, **headers: str
+) -> requests.Response:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     if secret is not None:
         headers.setdefault("X-Signature", sign(body, secret))
@@ -160,7 +97,7 @@ def ingested_ids(amplitude: AmplitudeEmulator) -> list[str]:
 # -- routes and signatures --------------------------------------------------------------------------------
 
 
-def test_healthz_and_routes(server: Server) -> None:
+def test_healthz_and_routes(server: ServeProcess) -> None:
     health = requests.get(server.url + "/healthz", timeout=5)
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "signature_required": True}
@@ -170,7 +107,7 @@ def test_healthz_and_routes(server: Server) -> None:
     assert requests.post(server.url + "/elsewhere", data=b"{}", timeout=5).status_code == 404
 
 
-def test_each_worker_builds_its_destination_after_the_fork(server: Server) -> None:
+def test_each_worker_builds_its_destination_after_the_fork(server: ServeProcess) -> None:
     pids = {
         int(m.group(1))
         for m in re.finditer(r"\[(\d+)\] \[INFO\] segment_exposure: worker ready", server.log())
@@ -179,7 +116,7 @@ def test_each_worker_builds_its_destination_after_the_fork(server: Server) -> No
     assert server.master_pid not in pids
 
 
-def test_signed_event_is_delivered(server: Server, amplitude: AmplitudeEmulator) -> None:
+def test_signed_event_is_delivered(server: ServeProcess, amplitude: AmplitudeEmulator) -> None:
     response = post(server, segment_event(1))
     assert response.status_code == 200, response.text
     assert response.json() == {
@@ -206,7 +143,7 @@ def test_signed_event_is_delivered(server: Server, amplitude: AmplitudeEmulator)
     ],
 )
 def test_unsigned_and_mis_signed_bodies_get_401_and_nothing_is_delivered(
-    server: Server, amplitude: AmplitudeEmulator, case: str, headers: dict[str, str]
+    server: ServeProcess, amplitude: AmplitudeEmulator, case: str, headers: dict[str, str]
 ) -> None:
     body = json.dumps(segment_event(2)).encode()
     response = requests.post(
@@ -217,7 +154,7 @@ def test_unsigned_and_mis_signed_bodies_get_401_and_nothing_is_delivered(
     assert amplitude.request_count == 0, "nothing reaches Amplitude"
 
 
-def test_signature_is_checked_on_the_raw_bytes(server: Server, amplitude: AmplitudeEmulator) -> None:
+def test_signature_is_checked_on_the_raw_bytes(server: ServeProcess, amplitude: AmplitudeEmulator) -> None:
     body = b'{ "type":"track", "event":"$exposure", "userId":"user-raw-01", "messageId":"raw-1",\n'
     body += b' "timestamp":"2026-11-24T10:00:00Z", "properties":{"flag_key":"checkout"} }'
     response = post(server, body, **{"X-Signature": sign(body, SECRET).upper()})
@@ -236,7 +173,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
 
 
 def test_batch_with_rejections_is_acknowledged_with_the_reasons(
-    server: Server, amplitude: AmplitudeEmulator
+    server: ServeProcess, amplitude: AmplitudeEmulator
 ) -> None:
     events: list[Any] = [segment_event(i, "batch") for i in range(1000)]
     rejected: dict[int, str] = {}
@@ -263,7 +200,7 @@ def test_batch_with_rejections_is_acknowledged_with_the_reasons(
     assert ingested_ids(amplitude) == expected
 
 
-def test_a_4000_event_batch_fits_the_default_cap(server: Server, amplitude: AmplitudeEmulator) -> None:
+def test_a_4000_event_batch_fits_the_default_cap(server: ServeProcess, amplitude: AmplitudeEmulator) -> None:
     events = [segment_event(i, "big", traits={"plan": "pro", "company": "Example Inc."}) for i in range(4000)]
     body = json.dumps(events).encode()
     assert len(body) * 2 < DEFAULT_MAX_BODY_BYTES, "room for events twice this size"
@@ -273,7 +210,7 @@ def test_a_4000_event_batch_fits_the_default_cap(server: Server, amplitude: Ampl
     assert amplitude.ingested_count == 4000
 
 
-def test_empty_batch_and_non_event_elements(server: Server, amplitude: AmplitudeEmulator) -> None:
+def test_empty_batch_and_non_event_elements(server: ServeProcess, amplitude: AmplitudeEmulator) -> None:
     assert post(server, []).json()["received"] == 0
     response = post(server, [1, "x", segment_event(3, "mixed")])
     assert response.status_code == 200
@@ -309,7 +246,7 @@ def nested(depth: int) -> Any:
     ids=["truncated", "empty", "binary", "NaN", "string", "number", "deep", "very deep", "deep in an event"],
 )
 def test_bodies_that_are_not_events_get_400(
-    server: Server, amplitude: AmplitudeEmulator, body: bytes, words: str
+    server: ServeProcess, amplitude: AmplitudeEmulator, body: bytes, words: str
 ) -> None:
     response = post(server, body)
     assert response.status_code == 400
@@ -317,7 +254,9 @@ def test_bodies_that_are_not_events_get_400(
     assert amplitude.request_count == 0
 
 
-def test_body_over_the_cap_is_refused_before_it_is_read(server: Server, amplitude: AmplitudeEmulator) -> None:
+def test_body_over_the_cap_is_refused_before_it_is_read(
+    server: ServeProcess, amplitude: AmplitudeEmulator
+) -> None:
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as conn:
         head = (
@@ -330,7 +269,7 @@ def test_body_over_the_cap_is_refused_before_it_is_read(server: Server, amplitud
     assert amplitude.request_count == 0
 
 
-def test_chunked_body_over_the_cap_gets_413(server: Server, amplitude: AmplitudeEmulator) -> None:
+def test_chunked_body_over_the_cap_gets_413(server: ServeProcess, amplitude: AmplitudeEmulator) -> None:
     piece = b" " * (1 << 20)
 
     def chunks() -> Iterator[bytes]:
@@ -350,7 +289,7 @@ def test_chunked_body_over_the_cap_gets_413(server: Server, amplitude: Amplitude
 
 @pytest.mark.parametrize("fault", ["503", "500_after_ingest", "reset_after_ingest"])
 def test_amplitude_down_then_recovery_ingests_every_event_exactly_once(
-    server: Server, amplitude: AmplitudeEmulator, fault: str
+    server: ServeProcess, amplitude: AmplitudeEmulator, fault: str
 ) -> None:
     events: list[Any] = [segment_event(i, f"down-{fault}") for i in range(50)]
     events[10] = segment_event(10, f"down-{fault}", userId="undefined")
@@ -372,7 +311,7 @@ def test_amplitude_down_then_recovery_ingests_every_event_exactly_once(
 
 
 def test_slow_amplitude_hits_the_deadline_and_asks_for_a_retry(
-    server: Server, amplitude: AmplitudeEmulator
+    server: ServeProcess, amplitude: AmplitudeEmulator
 ) -> None:
     events = [segment_event(i, "slow") for i in range(20)]
     body = json.dumps(events).encode()
@@ -389,7 +328,9 @@ def test_slow_amplitude_hits_the_deadline_and_asks_for_a_retry(
     assert ingested_ids(amplitude) == sorted(e["messageId"] for e in events)
 
 
-def test_throttled_batch_gets_429_with_retry_after(server: Server, amplitude: AmplitudeEmulator) -> None:
+def test_throttled_batch_gets_429_with_retry_after(
+    server: ServeProcess, amplitude: AmplitudeEmulator
+) -> None:
     amplitude.inject("429")
     response = post(server, [segment_event(i, "hot") for i in range(3)])
     assert response.status_code == 429
@@ -398,7 +339,7 @@ def test_throttled_batch_gets_429_with_retry_after(server: Server, amplitude: Am
     assert amplitude.ingested_count == 0
 
 
-def test_logs_go_to_stdout_and_never_show_the_secrets(server: Server) -> None:
+def test_logs_go_to_stdout_and_never_show_the_secrets(server: ServeProcess) -> None:
     post(server, segment_event(1, "log"))
     server.wait_for(r'"POST / HTTP/1\.1" 200')
     log = server.log()
@@ -414,7 +355,9 @@ def test_without_a_secret_requests_are_accepted_and_a_wrong_key_is_retried(
     amplitude: AmplitudeEmulator,
 ) -> None:
     wrong_key = "amp-wrong-key-77aa66bb55"
-    unsigned = Server({"AMPLITUDE_API_KEY": wrong_key, "AMPLITUDE_ENDPOINT": amplitude.http_api_url})
+    unsigned = ServeProcess(
+        {"AMPLITUDE_API_KEY": wrong_key, "AMPLITUDE_ENDPOINT": amplitude.http_api_url}, workers=WORKERS
+    )
     try:
         assert requests.get(unsigned.url + "/healthz", timeout=5).json()["signature_required"] is False
         response = post(unsigned, [segment_event(1, "wrong")], secret=None)
