@@ -38,14 +38,14 @@ FAULT_MATRIX: list[tuple[str | None, dict[str, Any]]] = [
 SIZES = [1, 20, 1000, 4000]
 
 
-def segment_event(i: int, **fields: Any) -> dict[str, Any]:
-    """A valid Segment ``$exposure`` track event, numbered ``i``, with ``fields`` replaced."""
+def segment_event(i: int, prefix: str = "msg", **fields: Any) -> dict[str, Any]:
+    """A valid Segment ``$exposure`` track event with message id ``{prefix}-{i:06d}``, ``fields`` replaced."""
     event: dict[str, Any] = {
         "type": "track",
         "event": "$exposure",
         "userId": f"user-{i:06d}",
         "anonymousId": f"anon-{i:06d}",
-        "messageId": f"msg-{i:06d}",
+        "messageId": f"{prefix}-{i:06d}",
         "timestamp": "2026-11-24T10:00:00.123Z",
         "properties": {"flag_key": "checkout", "variant": "treatment", "experiment_key": "exp-1"},
         "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
+from .amplitude_cases import segment_event
 from .serve_process import ServeProcess
 
 __all__ = [
@@ -82,22 +83,6 @@ def call_wsgi(
 
 
 # -- Segment events ---------------------------------------------------------------------------------------
-
-
-def segment_event(i: int, prefix: str = "evt", **fields: Any) -> dict[str, Any]:
-    """A valid Segment ``$exposure`` track event with message id ``{prefix}-{i:06d}``."""
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "$exposure",
-        "userId": f"user-{i:06d}",
-        "anonymousId": f"anon-{i:06d}",
-        "messageId": f"{prefix}-{i:06d}",
-        "timestamp": "2026-11-24T10:00:00.123Z",
-        "properties": {"flag_key": "checkout", "variant": "treatment", "experiment_key": "exp-1"},
-        "context": {"library": {"name": "analytics.js"}, "device": {"type": "ios"}, "locale": "en-US"},
-    }
-    event.update(fields)
-    return event
 
 
 # -- logs -------------------------------------------------------------------------------------------------

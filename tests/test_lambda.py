@@ -25,6 +25,8 @@ from segment_exposure.server import (
 )
 from segment_exposure.testing import AmplitudeEmulator
 
+from .amplitude_cases import segment_event
+
 API_KEY = "amp-lambda-key-1d2c3b4a59"
 SECRET = "lambda-secret-6e5f4d3c2b"
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,20 +125,6 @@ def function_url(
 Shape = Callable[..., Any]
 SHAPES: list[Shape] = [rest_v1, http_v2, function_url]
 SHAPE_IDS = ["rest_v1", "http_v2", "function_url"]
-
-
-def segment_event(i: int, prefix: str = "msg", **fields: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "$exposure",
-        "userId": f"user-{i:06d}",
-        "anonymousId": f"anon-{i:06d}",
-        "messageId": f"{prefix}-{i:06d}",
-        "timestamp": "2026-11-24T10:00:00.123Z",
-        "properties": {"flag_key": "checkout", "variant": "treatment"},
-    }
-    event.update(fields)
-    return event
 
 
 def invoke(
