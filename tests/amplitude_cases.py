@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from segment_exposure.testing import AmplitudeEmulator
+
 #: Settings that make retries and holds take milliseconds, not seconds.
 FAST: dict[str, Any] = {
     "backoff_initial": 0.01,
@@ -36,6 +38,15 @@ FAULT_MATRIX: list[tuple[str | None, dict[str, Any]]] = [
     ("429", {}),
 ]
 SIZES = [1, 20, 1000, 4000]
+FAULT_IDS = [f"{f}-{o.get('status', '')}{o.get('count', '')}" if o else str(f) for f, o in FAULT_MATRIX]
+
+
+def assert_ingested_once(emulator: AmplitudeEmulator, insert_ids: set[str]) -> None:
+    """Amplitude holds each of ``insert_ids`` exactly once, and nothing else."""
+    assert emulator.wait_for_ingested(len(insert_ids), timeout=10)
+    ingested = [e["insert_id"] for e in emulator.ingested]
+    assert len(ingested) == len(insert_ids), "each valid event exactly once, no invalid one"
+    assert set(ingested) == insert_ids
 
 
 def segment_event(i: int, prefix: str = "msg", **fields: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from segment_exposure.amplitude import ENDPOINTS, AmplitudeClient, DeliveryResul
 from segment_exposure.testing import AmplitudeEmulator
 
 from .amplitude_cases import FAST as CASES_FAST
-from .amplitude_cases import FAULT_MATRIX, SIZES
+from .amplitude_cases import FAULT_IDS, FAULT_MATRIX, SIZES, assert_ingested_once
 
 API_KEY = "amp-test-key-7f3c2a9e51"
 T0 = 1795514400123
@@ -100,11 +100,7 @@ def settle(
 
 
 def assert_exactly_once(emulator: AmplitudeEmulator, events: list[dict[str, Any]], bad: set[int]) -> None:
-    expected = {events[i]["insert_id"] for i in range(len(events)) if i not in bad}
-    assert emulator.wait_for_ingested(len(expected), timeout=10)
-    ingested = [e["insert_id"] for e in emulator.ingested]
-    assert len(ingested) == len(expected), "each valid event exactly once, no invalid one"
-    assert set(ingested) == expected
+    assert_ingested_once(emulator, {events[i]["insert_id"] for i in range(len(events)) if i not in bad})
 
 
 # -- the fault matrix -----------------------------------------------------------------------------------
@@ -114,7 +110,7 @@ def assert_exactly_once(emulator: AmplitudeEmulator, events: list[dict[str, Any]
 @pytest.mark.parametrize(
     ("fault", "fault_options"),
     FAULT_MATRIX,
-    ids=[f"{f}-{o.get('status', '')}{o.get('count', '')}" if o else str(f) for f, o in FAULT_MATRIX],
+    ids=FAULT_IDS,
 )
 def test_fault_matrix(
     emulator: AmplitudeEmulator, fault: str | None, fault_options: dict[str, Any], size: int

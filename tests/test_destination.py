@@ -23,7 +23,7 @@ from segment_exposure.errors import (
 )
 from segment_exposure.testing import AmplitudeEmulator
 
-from .amplitude_cases import FAST, FAULT_MATRIX, SIZES, segment_event
+from .amplitude_cases import FAST, FAULT_IDS, FAULT_MATRIX, SIZES, assert_ingested_once, segment_event
 
 API_KEY = "amp-dest-key-5e8d1c0b77"
 
@@ -93,18 +93,14 @@ def settle_batch(
 
 
 def assert_exactly_once(emulator: AmplitudeEmulator, events: list[Any], bad: set[int]) -> None:
-    expected = {events[i]["messageId"] for i in range(len(events)) if i not in bad}
-    assert emulator.wait_for_ingested(len(expected), timeout=10)
-    ingested = [e["insert_id"] for e in emulator.ingested]
-    assert len(ingested) == len(expected)
-    assert set(ingested) == expected
+    assert_ingested_once(emulator, {events[i]["messageId"] for i in range(len(events)) if i not in bad})
 
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize(
     ("fault", "fault_options"),
     FAULT_MATRIX,
-    ids=[f"{f}-{o.get('status', '')}{o.get('count', '')}" if o else str(f) for f, o in FAULT_MATRIX],
+    ids=FAULT_IDS,
 )
 def test_on_batch_fault_matrix(
     emulator: AmplitudeEmulator, fault: str | None, fault_options: dict[str, Any], size: int
@@ -132,7 +128,7 @@ def test_on_batch_fault_matrix(
 @pytest.mark.parametrize(
     ("fault", "fault_options"),
     FAULT_MATRIX,
-    ids=[f"{f}-{o.get('status', '')}{o.get('count', '')}" if o else str(f) for f, o in FAULT_MATRIX],
+    ids=FAULT_IDS,
 )
 def test_on_track_fault_matrix(
     emulator: AmplitudeEmulator, fault: str | None, fault_options: dict[str, Any]

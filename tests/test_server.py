@@ -7,6 +7,7 @@ acknowledged with 200. Amplitude is the real AmplitudeEmulator in this process, 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from segment_exposure import cli
 from segment_exposure.server import DEFAULT_MAX_BODY_BYTES, sign
 from segment_exposure.testing import AmplitudeEmulator
 
+from .amplitude_cases import segment_event as sample_event
 from .serve_process import ServeProcess
 
 API_KEY = "amp-serve-key-4b2e9d0c31"
@@ -56,28 +58,21 @@ def fresh_amplitude(amplitude: AmplitudeEmulator) -> None:
     amplitude.reset()
 
 
+#: A full mobile context, so the webhook's output carries every mapped field.
+MOBILE_CONTEXT: dict[str, Any] = {
+    "library": {"name": "analytics.js", "version": "next-1.70.0"},
+    "device": {"type": "ios", "manufacturer": "Apple", "model": "iPhone15,2"},
+    "os": {"name": "iOS", "version": "17.1"},
+    "app": {"version": "4.2.0"},
+    "location": {"country": "US", "region": "CA", "city": "San Francisco"},
+    "locale": "en-US",
+    "ip": "203.0.113.7",
+    "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15",
+}
+
+
 def segment_event(i: int, prefix: str = "msg", **fields: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "$exposure",
-        "userId": f"user-{i:06d}",
-        "anonymousId": f"anon-{i:06d}",
-        "messageId": f"{prefix}-{i:06d}",
-        "timestamp": "2026-11-24T10:00:00.123Z",
-        "properties": {"flag_key": "checkout", "variant": "treatment", "experiment_key": "exp-1"},
-        "context": {
-            "library": {"name": "analytics.js", "version": "next-1.70.0"},
-            "device": {"type": "ios", "manufacturer": "Apple", "model": "iPhone15,2"},
-            "os": {"name": "iOS", "version": "17.1"},
-            "app": {"version": "4.2.0"},
-            "location": {"country": "US", "region": "CA", "city": "San Francisco"},
-            "locale": "en-US",
-            "ip": "203.0.113.7",
-            "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15",
-        },
-    }
-    event.update(fields)
-    return event
+    return sample_event(i, prefix, **{"context": copy.deepcopy(MOBILE_CONTEXT), **fields})
 
 
 def post(
