@@ -121,9 +121,8 @@ class SegmentExposureTrackingProvider:
         if flush_timeout < 0:
             raise ValueError("flush_timeout must be >= 0")
         self._owns_client = analytics is None
-        self._client_options = dict(client_options or {})
         if analytics is None:
-            options = {"max_queue_size": max_queue_size, **self._client_options}
+            options = {"max_queue_size": max_queue_size, **(client_options or {})}
             analytics = segment_client.make_client(write_key or "", host, **options)
         self._analytics = analytics
         # A real asynchronous Segment client: messages go straight onto its queue (see wire_message).
@@ -312,9 +311,9 @@ class SegmentExposureTrackingProvider:
             return self._drop("invalid", exposure)
         size = len(flag_key) + len(variant or "") + len(experiment_key or "")
         size += len(user_id or "") + len(device_id or "")
-        if (size > _CHEAP_SIZE_BOUND or (self.include_metadata and exposure.metadata)) and self._too_large(
-            exposure, user, user_id, device_id
-        ):
+        # Only an exposure whose own strings are long pays for an exact check here; the user context and
+        # opted-in metadata are sized exactly on the worker thread (counted as too_large there).
+        if size > _CHEAP_SIZE_BOUND and self._too_large(exposure, user, user_id, device_id):
             return self._drop("too_large", exposure)
         key = dedupe_key(user_id, device_id, flag_key, experiment_key)
         decision = self._dedupe.decide(key, variant, now)

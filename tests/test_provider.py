@@ -420,3 +420,13 @@ def test_oversized_user_context_is_counted_off_the_callers_thread(
     stats = provider.stats()
     assert stats["dropped"]["too_large"] == 1 and stats["delivered"] == 1
     assert [m["userId"] for m in collector.events()] == ["user-00002"]
+
+
+def test_oversized_opted_in_metadata_is_counted_off_the_callers_thread(
+    collector: SegmentCollector, make_provider: Any
+) -> None:
+    provider = make_provider(include_metadata=True)
+    assert provider.track(Exposure("flag", "on", metadata={"blob": "x" * 40_000}), {"user_id": "user-00001"})
+    assert provider.flush(10)
+    assert provider.stats()["dropped"]["too_large"] == 1
+    assert collector.events() == []
