@@ -20,6 +20,8 @@ import requests
 from segment_exposure.amplitude import AmplitudeClient, DeliveryResult, Status
 from segment_exposure.testing import AmplitudeEmulator
 
+from .conftest import wait_until
+
 API_KEY = "amp-test-key-5b1e0c7d42"
 T0 = 1795514400123
 CHUNK = 10
@@ -191,10 +193,7 @@ def test_close_interrupts_a_backoff(
     results: list[DeliveryResult] = []
     thread = threading.Thread(target=lambda: results.append(client.send(events(3 * CHUNK), deadline=15)))
     thread.start()
-    waited = time.monotonic()
-    while not any("retrying in" in r.getMessage() for r in caplog.records):  # it is in its backoff
-        assert time.monotonic() - waited < 5
-        time.sleep(0.01)
+    assert wait_until(lambda: any("retrying in" in r.getMessage() for r in caplog.records), timeout=5)
     started = time.monotonic()
     client.close()
     thread.join(timeout=3)
