@@ -117,12 +117,9 @@ JSON_KEYED = _flag(
     "json-keyed", "release", {"blob": {"key": "blob", "value": {"color": "green", "n": 2}}}, alice="blob"
 )
 JSON_KEYLESS = _flag("json-keyless", "release", {"blob": {"value": {"color": "green", "n": 2}}}, alice="blob")
+# As Amplitude builds them: a "holdout" variant for the held-out share, "on" for everyone else.
 HOLDOUT = _flag(
-    "holdout-q4",
-    "holdout-group",
-    {"holdout": {"key": "holdout", "value": "holdout"}},
-    alice="holdout",
-    experimentKey="holdout-q4-run",
+    "holdout-q4", "holdout-group", {"holdout": {"key": "holdout"}, **ON}, alice="holdout", others="on"
 )
 MUTEX = _flag("mutex-checkout", "mutual-exclusion-group", {"slot-1": {"key": "slot-1"}}, alice="slot-1")
 BLOB_TEXT = '{"color":"green","n":2}'
@@ -324,6 +321,18 @@ SCENARIOS = [
             Fetch(ALICE, flags(version=5)),
             Call("variant", "checkout-flow"),
             Call("variant", "checkout-flow"),
+        ),
+    ),
+    Scenario(
+        "flag-removed",
+        flags(),
+        (
+            Fetch(ALICE),
+            Call("variant", "checkout-flow"),
+            Fetch(ALICE, [QUIET_FLAG]),
+            Call("variant", "checkout-flow"),
+            Call("variant", "checkout-flow", fallback="control"),
+            Call("exposure", "checkout-flow"),
         ),
     ),
     Scenario(

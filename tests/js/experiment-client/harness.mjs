@@ -103,3 +103,5 @@ for await (const line of lines) {
   }
   process.stdout.write(JSON.stringify(answer) + '\n')
 }
+// The client leaves its fetch-timeout timers running; nothing else is pending once stdin has ended.
+process.exit(0)
