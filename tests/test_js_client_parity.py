@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ from typing import Any
 import pytest
 from amplitude_experiment import RemoteEvaluationClient, RemoteEvaluationConfig
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
+from segment_exposure import Exposure, SegmentExposureTrackingProvider, bind_user
 from segment_exposure.experiment import ExposureTrackingClient
 from segment_exposure.testing import FlagConfigServer, SegmentCollector
+from segment_exposure.testing.flag_server import VARDATA_PATH
 
 from .experiment_fixtures import EXPERIMENT_KEY, QUIET_FLAG, VALUE_ONLY_FLAG, checkout_flag
 
@@ -486,11 +488,18 @@ def test_deviation_table_is_the_readme_table() -> None:
     assert used == set(DEVIATIONS), "every deviation is shown by a scenario, and only those"
 
 
+@pytest.mark.parametrize("per_request", [False, True], ids=["each-call-fetches", "one-fetch-per-request"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_same_calls_same_exposures_as_the_js_client(
-    scenario: Scenario, js_client: JSClient, collector: SegmentCollector, make_provider: Any
+    scenario: Scenario,
+    per_request: bool,
+    js_client: JSClient,
+    collector: SegmentCollector,
+    make_provider: Any,
 ) -> None:
-    with FlagConfigServer("client-parity-deployment", scenario.flags) as server:
+    """``per_request``: each fetch of the JS client starts a request (``bind_user``), in which ours
+    fetches once and serves every call from it, as the JS client serves calls from its last fetch."""
+    with FlagConfigServer("client-parity-deployment", scenario.flags) as server, ExitStack() as request:
         remote = RemoteEvaluationClient(server.deployment_key, RemoteEvaluationConfig(server_url=server.url))
         recorder = Recorder(make_provider())
         ours = ExposureTrackingClient(remote, recorder, fallback_variant=scenario.fallback_variant)
@@ -507,6 +516,9 @@ def test_same_calls_same_exposures_as_the_js_client(
                         server.set_flags(step.flags)
                     user = step.user
                     js_client.send({"op": "fetch", "user": user})
+                    if per_request:
+                        request.close()
+                        request.enter_context(bind_user(user))
                     continue
                 js = _js_call(js_client, step)
                 py = _py_call(ours, recorder, user, step)
@@ -519,7 +531,11 @@ def test_same_calls_same_exposures_as_the_js_client(
                     assert py != js, f"{where}: listed as {step.deviation} but agrees with the JS client"
                     assert py == {**js, **step.ours}, f"{where} ({step.deviation})"
         finally:
+            request.close()
             remote.close()
+    if per_request:
+        fetches = sum(isinstance(step, Fetch) for step in scenario.steps)
+        assert len(server.requests(VARDATA_PATH)) == 2 * fetches  # the JS client's and ours, per request
     # What the provider sent on is exactly what reached Segment, in order.
     assert recorder.provider.flush(10)
     at_segment = [
