@@ -221,8 +221,9 @@ class _Mirror:
         last = self._last.get(labels, 0)
         # Below the last copy only if the provider's stats were reset: all of ``value`` is new.
         delta = value - last if value >= last else value
+        child = counter.labels(*labels[1:])  # created at 0 on the first copy: a first increase is a rate
         if delta:
-            counter.labels(*labels[1:]).inc(delta)
+            child.inc(delta)
         self._last[labels] = value
 
     def sync(self) -> None:
