@@ -19,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
@@ -38,7 +39,9 @@ from segment_exposure.server import create_app, lambda_handler, reset_cache, sig
 from segment_exposure.stats import DROP_REASONS
 from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
 
+from . import test_django_integration  # noqa: F401  (configures Django, as for its own tests)
 from .amplitude_cases import FAST, segment_event
+from .serve_process import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "amp-metrics-key-7c6b5a4d3e"
@@ -182,6 +185,26 @@ def test_the_flask_setting_registers_the_provider(collector: SegmentCollector) -
         ext.provider.shutdown(5)
 
 
+def test_the_django_setting_registers_the_provider(collector: SegmentCollector, settings: Any) -> None:
+    from prometheus_client import REGISTRY
+
+    from segment_exposure.integrations.django import get_provider
+
+    from .conftest import WRITE_KEY
+
+    settings.SEGMENT_EXPOSURE = {"WRITE_KEY": WRITE_KEY, "HOST": collector.url, "METRICS": "django-metrics"}
+    provider = get_provider()
+    try:
+        provider.track(exposure(0), {"user_id": "d-1"})
+        provider.track(exposure(0), {"user_id": "d-1"})
+        found = samples(REGISTRY)
+        name = "segment_exposure_provider_exposures_total"
+        assert value(found, name, provider="django-metrics", outcome="deduplicated") == 1
+        assert provider.flush(10)
+    finally:
+        assert unregister(provider)
+
+
 def test_the_metrics_setting_is_checked() -> None:
     from segment_exposure.integrations._common import check_options
 
@@ -305,7 +328,10 @@ def function_url_event(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_the_lambda_logs_one_emf_line_per_invocation(
-    emf_lambda: None, amplitude: AmplitudeEmulator, capsys: pytest.CaptureFixture[str]
+    emf_lambda: None,
+    amplitude: AmplitudeEmulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     amplitude.inject("503")
     batch = [segment_event(i, "l") for i in range(3)] + [segment_event(3, "l", event="Signed Up")]
@@ -331,6 +357,7 @@ def test_the_lambda_logs_one_emf_line_per_invocation(
 
     # The next invocation starts from zero: an outage asks Segment to retry.
     amplitude.inject("503", count=None)
+    monkeypatch.setenv("AMPLITUDE_DEADLINE", "0.5")  # a new configuration: a new container, new counts
     response = lambda_handler(function_url_event([segment_event(9, "l")]))
     assert response["statusCode"] == 503
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
@@ -364,6 +391,24 @@ def test_emit_writes_and_resets() -> None:
 
 
 # -- serve's flags -----------------------------------------------------------------------------------------
+
+
+def test_serve_metrics_bind_to_loopback_and_their_directory_is_removed(amplitude: AmplitudeEmulator) -> None:
+    server = ServeProcess(
+        {"AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_ENDPOINT": amplitude.http_api_url, "METRICS_PORT": "0"}
+    )
+    try:
+        found = server.wait_for(r"metrics: serving Prometheus metrics at (http://\S+) \(.*files in (\S+)\)")
+        url, directory = found.group(1), Path(found.group(2))
+        assert url.startswith("http://127.0.0.1:") and directory.is_dir()
+        body = json.dumps([segment_event(1, "d")])
+        assert requests.post(server.url + "/", data=body, timeout=10).status_code == 200
+        assert any(directory.glob("counter_*.db")), "the worker writes its counters there"
+        text = requests.get(url, timeout=10).text
+        assert 'segment_exposure_destination_events_total{outcome="delivered"} 1.0' in text
+    finally:
+        assert server.stop() == 0
+    assert not directory.exists()
 
 
 def test_serve_refuses_a_bad_metrics_port() -> None:

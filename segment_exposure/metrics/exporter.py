@@ -118,7 +118,11 @@ class MultiprocessExporter:
         is set up), ``post_fork`` and ``child_exit``."""
 
         def on_starting(server: Any) -> None:
-            logger.info("metrics: serving Prometheus metrics at %s (summed over workers)", self.url)
+            logger.info(
+                "metrics: serving Prometheus metrics at %s (summed over workers; their files in %s)",
+                self.url,
+                self.directory,
+            )
 
         def post_fork(server: Any, worker: Any) -> None:
             self.after_fork()
