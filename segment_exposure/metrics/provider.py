@@ -85,6 +85,10 @@ class _Providers:
                 )
             self._refs[name] = weakref.ref(provider)
 
+    def reset_lock(self) -> None:
+        """After a fork: a lock another thread held at that moment would never be released."""
+        self._lock = threading.Lock()
+
     def remove(self, provider: Any) -> bool:
         with self._lock:
             names = [n for n, ref in self._refs.items() if ref() is provider]
@@ -208,6 +212,8 @@ class _Mirror:
     def _after_fork(self) -> None:
         # Only this thread survives a fork: new lock, new thread, and the child's counts start at zero.
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.providers.reset_lock()
         self._last.clear()
         self._thread = None
         if self.providers.live():
