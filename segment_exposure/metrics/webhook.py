@@ -9,7 +9,6 @@ metric format (the Lambda handler), through a :class:`Recorder`.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -27,8 +26,6 @@ __all__ = [
     "Recorder",
     "outcome_of",
 ]
-
-logger = logging.getLogger("segment_exposure")
 
 #: The ``outcome`` label values of ``segment_exposure_destination_events_total``.
 EVENT_OUTCOMES = ("delivered", "rejected", "retry", "not_exposure")
@@ -119,9 +116,15 @@ class PrometheusRecorder:
     def __init__(self, registry: Any = None) -> None:
         prom = prometheus()
         target = prom.REGISTRY if registry is None else registry
-        self._events = prom.Counter(EVENTS[:-6], WEBHOOK_METRICS[EVENTS], ["outcome"], registry=target)
-        self._requests = prom.Counter(REQUESTS[:-6], WEBHOOK_METRICS[REQUESTS], ["status"], registry=target)
-        self._amplitude = prom.Counter(AMPLITUDE[:-6], WEBHOOK_METRICS[AMPLITUDE], ["code"], registry=target)
+        self._events = prom.Counter(
+            EVENTS.removesuffix("_total"), WEBHOOK_METRICS[EVENTS], ["outcome"], registry=target
+        )
+        self._requests = prom.Counter(
+            REQUESTS.removesuffix("_total"), WEBHOOK_METRICS[REQUESTS], ["status"], registry=target
+        )
+        self._amplitude = prom.Counter(
+            AMPLITUDE.removesuffix("_total"), WEBHOOK_METRICS[AMPLITUDE], ["code"], registry=target
+        )
         self._seconds = prom.Histogram(
             SECONDS, WEBHOOK_METRICS[SECONDS], buckets=SECONDS_BUCKETS, registry=target
         )
