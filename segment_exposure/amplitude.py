@@ -42,7 +42,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -250,6 +250,10 @@ class AmplitudeClient:
     The API key appears in request bodies only: never in logs, exception messages, reasons or ``repr``.
     """
 
+    #: Called with the code of each request's answer: its HTTP status ("200", "503", ...), or "timeout" or
+    #: "reset" when none came. For metrics (segment_exposure.metrics): it must be quick; errors are logged.
+    observer: Callable[[str], None] | None = None
+
     def __init__(
         self,
         api_key: str,
@@ -397,14 +401,17 @@ class AmplitudeClient:
             response = self._session.post(self.endpoint, data=body, headers=self._headers, timeout=timeout)
             content = response.content
         except requests.Timeout as exc:
+            self._observe("timeout")
             code = "deadline" if time.monotonic() >= end - 0.001 else "timeout"
             raise _Transient(
                 code, f"no answer from Amplitude within {timeout[1]:.3g} s ({type(exc).__name__})"
             ) from None
         except requests.RequestException as exc:
+            self._observe("reset")
             reason = f"network error talking to Amplitude: {self._redact(str(exc))[:300]}"
             raise _Transient("network", reason) from None
         status = response.status_code
+        self._observe(str(status))
         try:
             parsed = json.loads(content) if content else None
         except ValueError:
@@ -431,6 +438,13 @@ class AmplitudeClient:
             except ValueError:
                 retry_after = None
         return _Reply(status, parsed, retry_after)
+
+    def _observe(self, code: str) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(code)
+            except Exception:
+                logger.exception("the Amplitude client's observer failed")
 
     def _backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): exponential, with jitter.

@@ -18,6 +18,11 @@ CASES = [
         ],
         "experiment",
     ),
+    (
+        "prometheus_client",
+        ["from segment_exposure.metrics import register", "register(object())"],
+        "metrics",
+    ),
 ]
 
 

@@ -88,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
         help="event name to treat as an exposure (repeatable)",
     )
     serve.add_argument("--max-body-bytes", type=_positive_int, default=None, help="request body cap (16 MiB)")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics here (default: $METRICS_PORT, off)",
+    )
+    serve.add_argument(
+        "--metrics-host", default=None, help="metrics address (default: $METRICS_HOST or 127.0.0.1)"
+    )
 
     translate = command(
         "translate", "Segment events (JSON lines or a JSON array) to Amplitude events (JSON lines)"

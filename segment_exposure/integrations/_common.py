@@ -102,6 +102,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DEVICE_ID_COOKIE": (lambda v: isinstance(v, str) and bool(v), "a non-empty str (a cookie name)"),
     "SET_DEVICE_ID_COOKIE": (lambda v: isinstance(v, bool), "a bool"),
     "USER_ID_ATTRIBUTE": (lambda v: isinstance(v, str) and bool(v), "a non-empty str (an attribute name)"),
+    "METRICS": (
+        lambda v: isinstance(v, bool) or (isinstance(v, str) and bool(v)),
+        "True, False or a provider label (segment_exposure.metrics.register; needs the metrics extra)",
+    ),
 }
 
 #: Every option name both integrations accept.
@@ -130,6 +134,14 @@ def _shown(name: str, value: object) -> str:
         return type(value).__name__  # never put a secret into an error message
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _metrics_installed() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def check_options(options: Mapping[str, Any], spell: Callable[[str], str]) -> list[Problem]:
@@ -171,6 +183,14 @@ def check_options(options: Mapping[str, Any], spell: Callable[[str], str]) -> li
                 problems.append(
                     Problem("segment_exposure.E003", f"{spell(name)} = {value!r} has no track() method")
                 )
+    if options.get("METRICS") and not _metrics_installed():
+        problems.append(
+            Problem(
+                "segment_exposure.E006",
+                f"{spell('METRICS')} is on but prometheus-client is not installed",
+                "pip install 'segment-exposure[metrics]'",
+            )
+        )
     given = [name for name in _SOURCES if options.get(name) is not None]
     if not given:
         problems.append(

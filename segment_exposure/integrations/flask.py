@@ -71,7 +71,8 @@ class SegmentExposure:
     path: request -> Experiment user or mapping; default ``default_identify``), ``_DEDUPE_TTL``,
     ``_DEDUPE_CAPACITY``, ``_MAX_QUEUE_SIZE``, ``_FLUSH_TIMEOUT``, ``_INCLUDE_METADATA``, ``_INTEGRATIONS``,
     ``_CLIENT_OPTIONS``, ``_DEVICE_ID_COOKIE`` (``"amp_device_id"``), ``_SET_DEVICE_ID_COOKIE`` (False) and
-    ``_USER_ID_ATTRIBUTE`` (``"id"``).
+    ``_USER_ID_ATTRIBUTE`` (``"id"``), ``_METRICS`` (True or a label: export the provider's stats to
+    Prometheus; see ``segment_exposure.metrics.register``).
     """
 
     def __init__(self, app: Flask | None = None) -> None:
@@ -103,6 +104,10 @@ class SegmentExposure:
         for problem in problems:
             warnings.warn(str(problem), UserWarning, stacklevel=3)  # the caller's line
         provider, _ = build_provider(options)
+        if options.get("METRICS"):
+            from ..metrics import register_from_setting
+
+            register_from_setting(provider, options["METRICS"])
         state = _AppState(
             provider=provider,
             identify=resolve(options.get("IDENTIFY")) or default_identify,

@@ -100,7 +100,12 @@ def get_provider() -> SegmentExposureTrackingProvider:
         with _lock:
             built = _built
             if built is None:
-                built = _built = build_provider(conf().options)
+                options = conf().options
+                built = _built = build_provider(options)
+                if options.get("METRICS"):
+                    from ...metrics import register_from_setting
+
+                    register_from_setting(built[0], options["METRICS"])
     return built[0]
 
 
