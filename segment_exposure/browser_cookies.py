@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -45,6 +46,7 @@ _SOURCES = frozenset(DEFAULT_COOKIE_SOURCES)
 Ids = dict[str, str]
 
 _ignored = Counter()
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def ignored_cookie_values() -> int:
@@ -99,13 +101,16 @@ def _segment_value(raw: object, name: str) -> str | None:
     text = _cookie_text(raw, name)
     if text is None:
         return None
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+    if text[:1] == '"':
         # analytics.js classic: JSON.stringify(id); a JSON null, number or object is no id.
         try:
             text = json.loads(text)
         except ValueError:
             _ignore(name, "not valid JSON")
             return None
+    elif text[:1] in ("{", "["):
+        _ignore(name, "a JSON object or array, not an id")
+        return None
     return _accept(text, name)
 
 
@@ -195,6 +200,9 @@ def _cookie_text(raw: object, name: str) -> str | None:
         return None
     if "%" not in raw:
         return raw
+    if _BAD_ESCAPE.search(raw):
+        _ignore(name, "not valid URL-encoding")
+        return None
     try:
         return unquote(raw, errors="strict")
     except UnicodeDecodeError:

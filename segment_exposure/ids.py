@@ -35,6 +35,8 @@ def browser_id(value: object) -> tuple[str | None, str | None]:
         return None, f"longer than {MAX_ID_LENGTH} characters"
     if not value.isprintable() or value != value.strip():
         return None, "control characters or surrounding whitespace"
+    if "\ufffd" in value:
+        return None, "a replacement character: bytes that were not text, decoded anyway"
     from .translate import id_problem  # Amplitude's own rules: the invalid-id list, the minimum length
 
     problem = id_problem(value)
