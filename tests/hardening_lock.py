@@ -1,6 +1,6 @@
 """``requirements.lock``: the pinned closure of what
-``pip install -e '.[experiment,flask,django,fastapi,server,cli]'`` installs, taken from the environment the tests ran
-in (the installed distributions and their metadata).
+``pip install -e '.[experiment,flask,django,fastapi,server,cli]'`` installs, taken from the environment the
+tests ran in (the installed distributions and their metadata).
 
 Regenerate after changing dependencies (from the repository root, in the tested environment):
 
