@@ -82,6 +82,19 @@ def test_flask_app_demo() -> None:
     assert all(m["properties"]["flag_key"] == "checkout-flow" for m in received)
 
 
+def test_browser_identity_demo() -> None:
+    # Headless Chromium, the SDKs from tests/js/browser (npm ci in .ci/run); tests/test_browser_identity.py
+    # checks the same page in depth.
+    out = run_json("browser_identity/app.py", "--demo")
+    anonymous_id = out["browser"]["anonymousId"]
+    assert out["page_event"] == [{"anonymousId": anonymous_id, "userId": None}]
+    assert sorted((e["flag"], e["anonymousId"], e["userId"]) for e in out["exposures"]) == [
+        ("checkout-anonymous", anonymous_id, None),
+        ("checkout-identified", anonymous_id, out["browser"]["userId"]),
+    ]
+    assert out["amplitude_cookie"]["device_id"] == out["browser"]["amplitudeDeviceId"]
+
+
 def test_django_project_test_suite() -> None:
     done = run("manage.py", "test", "--noinput", cwd=EXAMPLES / "django_project")
     assert done.returncode == 0, done.stdout + done.stderr
