@@ -2,7 +2,7 @@
 
     pip install 'segment-exposure[fastapi,experiment]' uvicorn
     uvicorn --app-dir examples/fastapi_app app:app        # serve on http://127.0.0.1:8000
-    python examples/fastapi_app/app.py --demo             # serve on a free port, make requests, print a summary
+    python examples/fastapi_app/app.py --demo             # a free port, a few requests, a summary
 
 No identity set-up: the middleware reads the ``ajs_anonymous_id`` / ``ajs_user_id`` cookies analytics.js
 sets (and Amplitude's, with ``amplitude_api_key``). The endpoint gets the Experiment client from a
@@ -83,7 +83,9 @@ def demo() -> dict[str, Any]:
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     visitors = {
         "analytics.js classic, logged out": "ajs_anonymous_id=%22a1f0c9e2-0000-4000-8000-000000000001%22",
-        "analytics-next, logged in": "ajs_anonymous_id=b2e1d8f3-0000-4000-8000-000000000002; ajs_user_id=alice-0001",
+        "analytics-next, logged in": (
+            "ajs_anonymous_id=b2e1d8f3-0000-4000-8000-000000000002; ajs_user_id=alice-0001"
+        ),
     }
     answers = {name: httpx.get(url, headers={"Cookie": cookie}).json() for name, cookie in visitors.items()}
     server.should_exit = True  # as on SIGTERM: the lifespan shutdown flushes the provider
