@@ -11,6 +11,7 @@ If Chromium cannot start, the test fails and says why.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import threading
@@ -123,3 +124,37 @@ def test_server_side_exposures_carry_the_browser_identity(
         "user_id": browser_ids["amplitudeUserId"],
     }
     print(f"browser part: {browser_seconds:.1f}s")
+
+
+def test_collector_speaks_analytics_js() -> None:
+    """What the browser test relies on, without a browser: CDN settings, CORS, single-event posts."""
+    import requests
+
+    with SegmentCollector("wk-browser-1") as collector:
+        settings = requests.get(f"{collector.url}/v1/projects/wk-browser-1/settings", timeout=10).json()
+        segment_io = settings["integrations"]["Segment.io"]
+        assert f"{segment_io['protocol']}://{segment_io['apiHost']}" == collector.url + "/v1"
+        assert requests.get(f"{collector.url}/v1/projects/other-key/settings", timeout=10).status_code == 404
+        preflight = requests.options(
+            collector.url + "/v1/t",
+            headers={
+                "Origin": "http://127.0.0.1:1",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+            timeout=10,
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:1"
+        assert preflight.headers["Access-Control-Allow-Headers"] == "authorization,content-type"
+        event = {"type": "track", "event": "Clicked", "anonymousId": "anon-12345", "messageId": "m-1"}
+        refused = requests.post(collector.url + "/v1/t", data=json.dumps(event), timeout=10)
+        assert refused.status_code == 401  # no write key
+        accepted = requests.post(
+            collector.url + "/v1/t",
+            data=json.dumps({**event, "writeKey": "wk-browser-1"}),
+            headers={"Content-Type": "text/plain", "Origin": "http://127.0.0.1:1"},
+            timeout=10,
+        )
+        assert accepted.status_code == 200 and accepted.headers["Access-Control-Allow-Origin"]
+        assert [m["event"] for m in collector.events("Clicked")] == ["Clicked"]
