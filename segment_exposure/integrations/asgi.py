@@ -50,8 +50,8 @@ class SegmentExposureMiddleware:
     """Binds each connection's identity for the provider; flushes it on lifespan shutdown.
 
     ``identify``: a callable (or coroutine function) from the ``starlette.requests.HTTPConnection``
-    (a ``Request`` for HTTP) to an Experiment user or a mapping with ``user_id``/``device_id``; the
-    default, ``default_identify``, reads ``identity_sources`` in order: the authenticated
+    (headers, cookies, client, scope; not the body) to an Experiment user or a mapping with
+    ``user_id``/``device_id``; the default, ``default_identify``, reads ``identity_sources`` in order: the authenticated
     ``scope["user"]`` (Starlette's AuthenticationMiddleware; its ``user_id_attribute``), Segment's
     ``ajs_*`` cookies, Amplitude's ``AMP_``/``amp_`` cookies (given ``amplitude_api_key``), and the
     ``amp_device_id`` cookie. A sync ``identify`` runs on the event loop: keep it cheap or make it async.
