@@ -51,8 +51,9 @@ class SegmentExposureMiddleware:
 
     ``identify``: a callable (or coroutine function) from the ``starlette.requests.HTTPConnection``
     (headers, cookies, client, scope; not the body) to an Experiment user or a mapping with
-    ``user_id``/``device_id``; the default, ``default_identify``, reads ``identity_sources`` in order: the authenticated
-    ``scope["user"]`` (Starlette's AuthenticationMiddleware; its ``user_id_attribute``), Segment's
+    ``user_id``/``device_id``; the default, ``default_identify``, reads ``identity_sources`` in order:
+    the authenticated ``scope["user"]`` (Starlette's AuthenticationMiddleware; its ``user_id_attribute``),
+    Segment's
     ``ajs_*`` cookies, Amplitude's ``AMP_``/``amp_`` cookies (given ``amplitude_api_key``), and the
     ``amp_device_id`` cookie. A sync ``identify`` runs on the event loop: keep it cheap or make it async.
     ``send_user_agent``/``send_ip``/``send_locale`` switch the request context off; the IP is the ASGI
