@@ -25,7 +25,7 @@ from typing import Any
 from . import segment_client
 from .dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from .exposure import EXPOSURE_EVENT, Exposure
-from .identity import _bound, context_from_user, identity_from_user
+from .identity import _bound, _request_context, context_from_user, identity_from_user
 from .message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
 from .stats import ProviderStats
 
@@ -70,7 +70,7 @@ def _json_safe(value: Mapping[str, Any]) -> Any:
 class _Pending:
     """An accepted exposure waiting for the worker thread."""
 
-    __slots__ = ("decision", "device_id", "exposure", "now", "user", "user_id")
+    __slots__ = ("decision", "device_id", "exposure", "now", "request_context", "user", "user_id")
 
     def __init__(
         self,
@@ -80,8 +80,10 @@ class _Pending:
         device_id: str | None,
         now: float,
         decision: Decision,
+        request_context: Mapping[str, Any] | None = None,
     ) -> None:
         self.exposure = exposure
+        self.request_context = request_context
         self.user = user
         self.user_id = user_id
         self.device_id = device_id
@@ -323,7 +325,9 @@ class SegmentExposureTrackingProvider:
         if self._queue.qsize() >= self._max_queue_size:
             self._dedupe.undo(key, decision)
             return self._drop("queue_full", exposure)
-        pending = _Pending(exposure, user, user_id, device_id, now, decision)
+        # The request's context (userAgent, ip, locale) belongs to the request's own user only.
+        request_context = _request_context.get() if user is _bound.get() else None
+        pending = _Pending(exposure, user, user_id, device_id, now, decision, request_context)
         self._queue.put(pending)
         self._stats.tracked.incr()
         if _captures:
@@ -387,12 +391,16 @@ class SegmentExposureTrackingProvider:
             decision.window,
             decision.generation,
         )
+        context = context_from_user(pending.user)
+        if pending.request_context:
+            for key, value in pending.request_context.items():
+                context.setdefault(key, value)  # the user's own fields win
         message: dict[str, Any] = {
             "event": EXPOSURE_EVENT,
             "user_id": pending.user_id,
             "anonymous_id": pending.device_id,
             "properties": properties,
-            "context": context_from_user(pending.user),
+            "context": context,
             "timestamp": datetime.fromtimestamp(
                 (decision.at_ms or int(pending.now * 1000)) / 1000, timezone.utc
             ),

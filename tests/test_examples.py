@@ -82,6 +82,28 @@ def test_flask_app_demo() -> None:
     assert all(m["properties"]["flag_key"] == "checkout-flow" for m in received)
 
 
+def test_fastapi_app_demo() -> None:
+    out = run_json("fastapi_app/app.py", "--demo")
+    received = {m["anonymousId"]: m for m in out["received"]}
+    for answer in out["responses"].values():  # each request's own cookies, on its own exposure
+        assert received[answer["device_id"]]["userId"] == answer["user_id"]
+    assert received["b2e1d8f3-0000-4000-8000-000000000002"]["userId"] == "alice-0001"
+    assert out["stats"]["delivered"] == out["stats"]["tracked"] == 2  # flushed by the lifespan shutdown
+
+
+def test_browser_identity_demo() -> None:
+    # Headless Chromium, the SDKs from tests/js/browser (npm ci in .ci/run); tests/test_browser_identity.py
+    # checks the same page in depth.
+    out = run_json("browser_identity/app.py", "--demo")
+    anonymous_id = out["browser"]["anonymousId"]
+    assert out["page_event"] == [{"anonymousId": anonymous_id, "userId": None}]
+    assert sorted((e["flag"], e["anonymousId"], e["userId"]) for e in out["exposures"]) == [
+        ("checkout-anonymous", anonymous_id, None),
+        ("checkout-identified", anonymous_id, out["browser"]["userId"]),
+    ]
+    assert out["amplitude_cookie"]["device_id"] == out["browser"]["amplitudeDeviceId"]
+
+
 def test_django_project_test_suite() -> None:
     done = run("manage.py", "test", "--noinput", cwd=EXAMPLES / "django_project")
     assert done.returncode == 0, done.stdout + done.stderr

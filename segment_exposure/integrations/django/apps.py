@@ -21,13 +21,13 @@ from django.core.signals import setting_changed  # type: ignore[import-untyped]
 
 from ...provider import SegmentExposureTrackingProvider
 from .._common import (
-    DEVICE_ID_COOKIE,
     USER_ID_ATTRIBUTES,
     Problem,
     build_provider,
     check_options,
     resolve,
 )
+from .._request import RequestIdentity
 
 __all__ = ["SETTING", "Conf", "SegmentExposureConfig", "conf", "get_provider", "reset", "settings_problems"]
 
@@ -46,7 +46,7 @@ class Conf:
 
     options: dict[str, Any]
     identify: Callable[[Any], object] | None  # None: the default resolver
-    device_id_cookie: str
+    identity: RequestIdentity
     set_device_id_cookie: bool
     user_id_attribute: str
 
@@ -85,7 +85,7 @@ def conf() -> Conf:
         current = _conf = Conf(
             options=options,
             identify=resolve(options.get("IDENTIFY")),
-            device_id_cookie=options.get("DEVICE_ID_COOKIE") or DEVICE_ID_COOKIE,
+            identity=RequestIdentity.from_options(options),
             set_device_id_cookie=bool(options.get("SET_DEVICE_ID_COOKIE")),
             user_id_attribute=options.get("USER_ID_ATTRIBUTE") or USER_ID_ATTRIBUTES["django"],
         )
