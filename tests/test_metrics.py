@@ -205,6 +205,26 @@ def test_the_django_setting_registers_the_provider(collector: SegmentCollector, 
         assert unregister(provider)
 
 
+def test_the_asgi_option_registers_the_provider(collector: SegmentCollector) -> None:
+    from prometheus_client import REGISTRY
+    from starlette.applications import Starlette
+
+    from segment_exposure.integrations.asgi import SegmentExposureMiddleware
+
+    from .conftest import WRITE_KEY
+
+    provider = SegmentExposureTrackingProvider(write_key=WRITE_KEY, host=collector.url)
+    SegmentExposureMiddleware(Starlette(), provider=provider, metrics="asgi-metrics")
+    try:
+        provider.track(exposure(0), {"user_id": "a-1"})
+        found = samples(REGISTRY)
+        name = "segment_exposure_provider_exposures_total"
+        assert value(found, name, provider="asgi-metrics", outcome="tracked") == 1
+    finally:
+        assert unregister(provider)
+        provider.shutdown(5)
+
+
 def test_the_metrics_setting_is_checked() -> None:
     from segment_exposure.integrations._common import check_options
 

@@ -61,6 +61,8 @@ class SegmentExposureMiddleware:
     ``experiment``: an ``ExposureTrackingClient`` handed to endpoints by ``get_experiment``.
     ``flush_timeout``: the shutdown flush's deadline (default: the provider's ``flush_timeout``).
     ``flush_each_request``: stored for the per-request flush of serverless deployments (not wired yet).
+    ``metrics``: True or a provider label exports the provider's stats to Prometheus
+    (``segment_exposure.metrics.register``; needs the ``metrics`` extra).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class SegmentExposureMiddleware:
         experiment: Any = None,
         flush_timeout: float | None = None,
         flush_each_request: bool | None = None,
+        metrics: bool | str | None = None,
     ) -> None:
         if isinstance(provider, type) or not callable(getattr(provider, "track", None)):
             raise TypeError("provider must be a SegmentExposureTrackingProvider (something with track())")
@@ -105,6 +108,10 @@ class SegmentExposureMiddleware:
         )
         self.flush_timeout = flush_timeout
         self.flush_each_request = flush_each_request
+        if metrics:
+            from ..metrics import register_from_setting
+
+            register_from_setting(provider, metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
