@@ -102,6 +102,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DEVICE_ID_COOKIE": (lambda v: isinstance(v, str) and bool(v), "a non-empty str (a cookie name)"),
     "SET_DEVICE_ID_COOKIE": (lambda v: isinstance(v, bool), "a bool"),
     "USER_ID_ATTRIBUTE": (lambda v: isinstance(v, str) and bool(v), "a non-empty str (an attribute name)"),
+    # Deliver each request's exposures before its response is returned (segment_exposure.serverless).
+    "FLUSH_EACH_REQUEST": (lambda v: isinstance(v, bool), "a bool"),
 }
 
 #: Every option name both integrations accept.

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..identity import bind_user
 from ..provider import SegmentExposureTrackingProvider
+from ..serverless import flush_each_request, flush_request, lambda_context
 from ._common import (
     DEVICE_ID_COOKIE,
     DEVICE_ID_COOKIE_MAX_AGE,
@@ -112,6 +113,9 @@ class SegmentExposure:
         )
         self._states[app] = state
         app.extensions[EXTENSION_NAME] = self
+        if flush_each_request(provider, options.get("FLUSH_EACH_REQUEST")):
+            # teardown_request runs whatever happened, before wsgi_app() hands the response back.
+            app.teardown_request(lambda exc: _flush_request_end(state))
 
         def bind_request_identity() -> None:
             _bind(state)
@@ -167,6 +171,10 @@ def _unbind(exc: BaseException | None) -> None:
     binding = g.pop(_G_BINDING, None)
     if binding is not None:
         binding.close()
+
+
+def _flush_request_end(state: _AppState) -> None:
+    flush_request(state.provider, context=lambda_context(request.environ))
 
 
 def _set_device_id_cookie(state: _AppState, response: Response) -> Response:

@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-u
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
 
 from ...provider import SegmentExposureTrackingProvider
+from ...serverless import detect_platform, flush_each_request
 from .._common import (
     DEVICE_ID_COOKIE,
     USER_ID_ATTRIBUTES,
@@ -49,6 +50,7 @@ class Conf:
     device_id_cookie: str
     set_device_id_cookie: bool
     user_id_attribute: str
+    flush_each_request: bool = False  # deliver each request's exposures before returning its response
 
 
 _lock = threading.Lock()
@@ -88,8 +90,13 @@ def conf() -> Conf:
             device_id_cookie=options.get("DEVICE_ID_COOKIE") or DEVICE_ID_COOKIE,
             set_device_id_cookie=bool(options.get("SET_DEVICE_ID_COOKIE")),
             user_id_attribute=options.get("USER_ID_ATTRIBUTE") or USER_ID_ATTRIBUTES["django"],
+            flush_each_request=_flush_each_request(options.get("FLUSH_EACH_REQUEST")),
         )
     return current
+
+
+def _flush_each_request(setting: object) -> bool:
+    return detect_platform() is not None if setting is None else bool(setting)
 
 
 def get_provider() -> SegmentExposureTrackingProvider:
@@ -101,6 +108,7 @@ def get_provider() -> SegmentExposureTrackingProvider:
             built = _built
             if built is None:
                 built = _built = build_provider(conf().options)
+                flush_each_request(built[0], conf().flush_each_request)
     return built[0]
 
 
