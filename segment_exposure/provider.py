@@ -565,8 +565,10 @@ class SegmentExposureTrackingProvider:
             failures_before = self._stats.dropped["delivery_failed"].value
             if self._forked:
                 return True  # nothing of this process's own is queued yet
-            drained = self._wait_worker(deadline)
             batch = self._invocation_batch
+            # Per invocation, the worker (CPU only, no network) gets a moment even past a spent deadline:
+            # what it has not handed over cannot be posted, nor counted as missing the deadline.
+            drained = self._wait_worker(deadline if batch is None else max(deadline, time.monotonic() + 0.1))
             if batch is not None:
                 drained = batch.post(deadline) and drained
                 if not self._analytics.queue.unfinished_tasks:
