@@ -114,9 +114,6 @@ class InvocationBatch:
         with self._lock:
             self._messages.append(message)
 
-    def __len__(self) -> int:
-        return len(self._messages)
-
     def post(self, deadline: float) -> bool:
         """Post everything held, finishing by ``deadline`` (``time.monotonic()``); True if all delivered.
 

@@ -181,6 +181,8 @@ def flush_each_request(provider: SegmentExposureTrackingProvider, setting: objec
     enabled = detect_platform() is not None if setting is None else bool(setting)
     if enabled:
         provider._deliver_per_invocation()
+    elif setting is not None:
+        provider._unflushed_platform = None  # turned off on purpose (e.g. Cloud Run, CPU always on)
     return enabled
 
 

@@ -346,8 +346,8 @@ def test_a_provider_on_a_platform_without_the_flush_warns_once(
         provider.shutdown(5)
 
 
-@pytest.mark.parametrize("set_up", ["flush_after", "flush_each_request"])
-def test_no_warning_once_a_flush_is_set_up(
+@pytest.mark.parametrize("set_up", ["flush_after", "flush_each_request", "turned_off"])
+def test_no_warning_once_a_flush_is_set_up_or_turned_off(
     collector: SegmentCollector,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -359,10 +359,14 @@ def test_no_warning_once_a_flush_is_set_up(
     try:
         if set_up == "flush_after":
             tracking_handler(provider)({"users": ["user-a"]}, None)
-        else:
+        elif set_up == "flush_each_request":
             assert flush_each_request(provider)
             provider.track(EXPOSURE, {"user_id": "user-a"})
             assert flush_request(provider)
+        else:  # e.g. Cloud Run with CPU always allocated: the background thread does send
+            assert not flush_each_request(provider, False)
+            provider.track(EXPOSURE, {"user_id": "user-a"})
+            assert provider.flush(10)
         assert len(collector.events()) == 1
         assert not _warnings(caplog)
     finally:

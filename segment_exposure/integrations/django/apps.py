@@ -108,7 +108,7 @@ def get_provider() -> SegmentExposureTrackingProvider:
             built = _built
             if built is None:
                 built = _built = build_provider(conf().options)
-                flush_each_request(built[0], conf().flush_each_request)
+                flush_each_request(built[0], conf().options.get("FLUSH_EACH_REQUEST"))
     return built[0]
 
 
