@@ -140,21 +140,25 @@ def test_flush_after_delivers_every_exposure_before_each_freeze(
 def test_without_the_flush_exposures_are_lost(collector: SegmentCollector, style: str) -> None:
     environment = FrozenEnvironment(style, "none", collector)
     tracked: set[str] = set()
-    missing_at_freeze = []
+    missing: set[str] = set()
     try:
+        # Invoke until the environment is frozen with exposures not delivered. That is the usual case
+        # (Segment's consumer waits 0.5 s for more before posting, and the process gets no CPU while
+        # frozen); now and then its wait happens to end during an invocation and it catches up.
         for index, n in enumerate(PLAN):
             users = users_of(style, index, n)
             assert environment.invoke(index, users)["tracked"] == n
             tracked.update(users)
-            missing_at_freeze.append(len(tracked - delivered_users(collector)))
+            missing = tracked - delivered_users(collector)
+            if missing:
+                break
     finally:
-        stderr = environment.kill()
-    # Exposures were not at the collector when the environment froze (it could be killed any time)...
-    assert any(missing_at_freeze), missing_at_freeze
-    # ...and the ones still queued at SIGKILL never arrive (a request sent just before the last freeze
-    # would have had a second to reach the collector).
+        stderr = environment.kill()  # the platform ends the environment while it is frozen
+    assert missing, "every freeze found everything delivered"
+    # Killed while frozen: they never arrive (a request sent just before the freeze would have had a
+    # second to reach the collector).
     assert not collector.wait_for(len(tracked), timeout=1.0)
-    lost = tracked - delivered_users(collector)
-    assert lost, f"nothing lost (missing at each freeze: {missing_at_freeze})"
-    # The provider said so, once, on the first exposure it sent.
-    assert stderr.count(WARNING) == 1, stderr
+    assert tracked - delivered_users(collector) == missing
+    # The provider warns once, from its worker thread when it sends its first exposure (if the freeze
+    # left it the time: tests/test_serverless.py checks the warning itself).
+    assert stderr.count(WARNING) <= 1, stderr
