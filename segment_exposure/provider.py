@@ -628,8 +628,9 @@ class SegmentExposureTrackingProvider:
         platform, self._unflushed_platform = self._unflushed_platform, None
         if platform is not None and self._invocation_batch is None:
             log.warning(
-                "segment-exposure: running on %s, which freezes the process after each response, and "
-                "nothing flushes exposures per invocation: they can be lost. Wrap the handler with "
+                "segment-exposure: running on %s, which can freeze the process after each response and "
+                "end it without notice, and nothing flushes exposures per invocation: queued ones can be "
+                "lost. Wrap the handler with "
                 "segment_exposure.serverless.flush_after(provider), or turn on FLUSH_EACH_REQUEST in the "
                 "Flask/Django/ASGI integration (see README, Serverless)",
                 platform,

@@ -326,7 +326,9 @@ def test_flush_each_request_is_on_by_default_only_on_a_platform(
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "freezes the process" in r.getMessage()]
+    return [
+        r.getMessage() for r in caplog.records if "freeze the process after each response" in r.getMessage()
+    ]
 
 
 def test_a_provider_on_a_platform_without_the_flush_warns_once(

@@ -27,7 +27,7 @@ from .conftest import WRITE_KEY
 ROOT = Path(__file__).resolve().parent.parent
 #: Exposures per invocation: one invocation tracks nothing (and must send nothing).
 PLAN = (3, 0, 2, 4, 1, 3)
-WARNING = "freezes the process after each response"
+WARNING = "freeze the process after each response"
 
 
 class FrozenEnvironment:
