@@ -19,6 +19,7 @@ from segment_exposure.testing import SegmentCollector
 
 from . import django_settings
 from .conftest import WRITE_KEY
+from .serverless_runtime import LambdaContext
 
 if not django_conf.configured:  # as tests/test_django_integration.py does, whichever runs first
     django_conf.configure(
@@ -103,6 +104,17 @@ def test_flask_flush_each_request_delivers_before_the_response(
     requests = collector.requests
     client.get("/checkout?user=alice")  # a repeat: nothing to send, no request
     assert collector.requests == requests
+
+
+def test_flask_flush_is_bounded_by_a_lambda_context_in_the_environ(
+    flask_app: Any, collector: SegmentCollector
+) -> None:
+    app = flask_app(SEGMENT_EXPOSURE_FLUSH_EACH_REQUEST=True)
+    # As serverless-wsgi passes it: 0.3 s left, less than the 0.5 s margin, so no attempt is made.
+    environ = {"serverless.context": LambdaContext(300)}
+    assert app.test_client().get("/checkout?user=alice", environ_overrides=environ).status_code == 200
+    assert collector.requests == 0
+    assert app.extensions["segment_exposure"].provider.stats()["dropped"]["flush_deadline"] == 1
 
 
 def test_flask_flush_each_request_defaults_to_the_platform(
