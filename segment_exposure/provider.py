@@ -26,7 +26,9 @@ from . import segment_client
 from .dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from .exposure import EXPOSURE_EVENT, Exposure
 from .identity import _bound, _request_context, context_from_user, identity_from_user
+from .invocation_batch import InvocationBatch
 from .message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
+from .serverless import detect_platform
 from .stats import ProviderStats
 
 __all__ = ["SegmentExposureTrackingProvider"]
@@ -148,6 +150,7 @@ class SegmentExposureTrackingProvider:
         self._stats = ProviderStats()
         self._count_deduplicated = self._stats.deduplicated.incr_one
         self._revive_lock = threading.Lock()
+        self._unflushed_platform = detect_platform()
         self._init_runtime()
         _live.add(self)
         atexit.register(self._at_exit)
@@ -155,6 +158,11 @@ class SegmentExposureTrackingProvider:
             self._install_sigterm_flush()
 
     # -- lifecycle -----------------------------------------------------------------------------------
+
+    # Per-invocation delivery (segment_exposure.serverless): exposures held for the flushing thread to
+    # post, instead of Segment's consumer thread; and the serverless platform still to be warned about.
+    _invocation_batch: InvocationBatch | None = None
+    _unflushed_platform: str | None = None
 
     # Forked or closed: one attribute for track() to check instead of two.
     _unusual = False
@@ -432,6 +440,8 @@ class SegmentExposureTrackingProvider:
                 self._idle.notify_all()
 
     def _send(self, pending: _Pending) -> None:
+        if self._unflushed_platform is not None:
+            self._warn_unflushed_platform()
         message = self.build_message(pending)
         if self._direct:
             self._send_direct(pending, segment_client.wire_message(message))
@@ -469,9 +479,13 @@ class SegmentExposureTrackingProvider:
         if len(repr(wire)) * 12 > _MAX_MESSAGE_BYTES and len(json.dumps(wire).encode()) > _MAX_MESSAGE_BYTES:
             self._set_aside_too_large(pending)
             return
-        while not segment_client.enqueue(self._analytics, wire):
-            if not self._room_or_give_up():
-                return
+        batch = self._invocation_batch
+        if batch is not None:
+            batch.add(wire)
+        else:
+            while not segment_client.enqueue(self._analytics, wire):
+                if not self._room_or_give_up():
+                    return
         self._stats.enqueued.incr()
 
     def _set_aside_too_large(self, pending: _Pending) -> None:
@@ -559,7 +573,15 @@ class SegmentExposureTrackingProvider:
             failures_before = self._stats.dropped["delivery_failed"].value
             if self._forked:
                 return True  # nothing of this process's own is queued yet
-            drained = self._wait_worker(deadline) and segment_client.wait_drained(self._analytics, deadline)
+            batch = self._invocation_batch
+            # Per invocation, the worker (CPU only, no network) gets a moment even past a spent deadline:
+            # what it has not handed over cannot be posted, nor counted as missing the deadline.
+            drained = self._wait_worker(deadline if batch is None else max(deadline, time.monotonic() + 0.1))
+            if batch is not None:
+                drained = batch.post(deadline) and drained
+                if not self._analytics.queue.unfinished_tasks:
+                    return drained  # nothing on Segment's queue (your own events would be): no wait on it
+            drained = drained and segment_client.wait_drained(self._analytics, deadline)
             return drained and self._stats.dropped["delivery_failed"].value == failures_before
         except Exception:
             log.exception("segment-exposure: flush failed")
@@ -597,6 +619,30 @@ class SegmentExposureTrackingProvider:
             log.exception("segment-exposure: shutdown failed")
             return False
         return delivered
+
+    # -- per-invocation delivery (segment_exposure.serverless) ---------------------------------------
+
+    def _deliver_per_invocation(self) -> None:
+        """From now on ``flush()`` posts what was tracked at once, as one request, on the flushing thread.
+
+        Called by ``serverless.flush_after`` and the integrations' per-request flush. With a client that
+        does not queue for Segment's consumer (in-memory, ``sync_mode``), ``flush()`` is already immediate.
+        """
+        self._unflushed_platform = None
+        if self._invocation_batch is None and self._direct:
+            self._invocation_batch = InvocationBatch(self._analytics, self._settle)
+
+    def _warn_unflushed_platform(self) -> None:
+        platform, self._unflushed_platform = self._unflushed_platform, None
+        if platform is not None and self._invocation_batch is None:
+            log.warning(
+                "segment-exposure: running on %s, which can freeze the process after each response and "
+                "end it without notice, and nothing flushes exposures per invocation: queued ones can be "
+                "lost. Wrap the handler with "
+                "segment_exposure.serverless.flush_after(provider), or turn on FLUSH_EACH_REQUEST in the "
+                "Flask/Django/ASGI integration (see README, Serverless)",
+                platform,
+            )
 
     # -- introspection -------------------------------------------------------------------------------
 

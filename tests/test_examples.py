@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,15 @@ def test_lambda_destination_runs_locally() -> None:
         if line.startswith("ingested:")
     ]
     assert len(ingested) == 2 and all(e["event_type"] == "$exposure" and e["insert_id"] for e in ingested)
+
+
+def test_serverless_lambda_delivers_each_invocation_before_it_returns() -> None:
+    done = run("serverless_lambda/run_local.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    arrived = [int(n) for n in re.findall(r"(\d+) at the collector on return", done.stdout)]
+    assert arrived == [1, 2, 3, 4, 5]  # each invocation's exposure was there when its handler returned
+    assert "requests to Segment: 5" in done.stdout  # one request per invocation
+    assert "freeze the process after each response" not in done.stderr  # the flush is set up: no warning
 
 
 def test_segment_function_source_is_what_the_command_prints() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..identity import bind_user
 from ..provider import SegmentExposureTrackingProvider
+from ..serverless import flush_each_request, flush_request, lambda_context
 from ._common import (
     DEVICE_ID_COOKIE_MAX_AGE,
     USER_ID_ATTRIBUTES,
@@ -119,6 +120,9 @@ class SegmentExposure:
         )
         self._states[app] = state
         app.extensions[EXTENSION_NAME] = self
+        if flush_each_request(provider, options.get("FLUSH_EACH_REQUEST")):
+            # teardown_request runs whatever happened, before wsgi_app() hands the response back.
+            app.teardown_request(lambda exc: _flush_request_end(state))
 
         def bind_request_identity() -> None:
             _bind(state)
@@ -185,6 +189,10 @@ def _unbind(exc: BaseException | None) -> None:
 def _has_device_id(identity: RequestIdentity) -> bool:
     cookies = request.cookies
     return "device_id" in identity.ids(cookies) or identity.legacy_device_id(cookies) is not None
+
+
+def _flush_request_end(state: _AppState) -> None:
+    flush_request(state.provider, context=lambda_context(request.environ))
 
 
 def _set_device_id_cookie(state: _AppState, response: Response) -> Response:

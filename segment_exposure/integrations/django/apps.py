@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-u
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
 
 from ...provider import SegmentExposureTrackingProvider
+from ...serverless import detect_platform, flush_each_request
 from .._common import (
     USER_ID_ATTRIBUTES,
     Problem,
@@ -49,6 +50,7 @@ class Conf:
     identity: RequestIdentity
     set_device_id_cookie: bool
     user_id_attribute: str
+    flush_each_request: bool = False  # deliver each request's exposures before returning its response
 
 
 _lock = threading.Lock()
@@ -88,8 +90,13 @@ def conf() -> Conf:
             identity=RequestIdentity.from_options(options),
             set_device_id_cookie=bool(options.get("SET_DEVICE_ID_COOKIE")),
             user_id_attribute=options.get("USER_ID_ATTRIBUTE") or USER_ID_ATTRIBUTES["django"],
+            flush_each_request=_flush_each_request(options.get("FLUSH_EACH_REQUEST")),
         )
     return current
+
+
+def _flush_each_request(setting: object) -> bool:
+    return detect_platform() is not None if setting is None else bool(setting)
 
 
 def get_provider() -> SegmentExposureTrackingProvider:
@@ -106,6 +113,7 @@ def get_provider() -> SegmentExposureTrackingProvider:
                     from ...metrics import register_from_setting
 
                     register_from_setting(built[0], options["METRICS"])
+                flush_each_request(built[0], options.get("FLUSH_EACH_REQUEST"))
     return built[0]
 
 

@@ -13,8 +13,9 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 
 from ...identity import bind_user
+from ...serverless import flush_request, flush_request_async, lambda_context
 from .._common import DEVICE_ID_COOKIE_MAX_AGE, as_id, identify_safely, log, make_user, new_device_id
-from .apps import Conf, conf
+from .apps import Conf, conf, get_provider
 
 __all__ = ["ExposureMiddleware", "default_identify"]
 
@@ -47,6 +48,8 @@ class ExposureMiddleware:
             user = identify_safely(current.identify, request)
         with bind_user(user, context=_context(current, request)):
             response = self.get_response(request)
+        if current.flush_each_request:  # before the response goes back: on Lambda nothing runs after
+            flush_request(get_provider(), context=lambda_context(request.META))
         if new_id is not None:
             _set_device_id_cookie(current, request, response, new_id)
         return response
@@ -62,6 +65,8 @@ class ExposureMiddleware:
             user = await sync_to_async(identify_safely)(current.identify, request)
         with bind_user(user, context=_context(current, request)):
             response = await self.get_response(request)
+        if current.flush_each_request:
+            await flush_request_async(get_provider(), context=lambda_context(request.META))
         if new_id is not None:
             _set_device_id_cookie(current, request, response, new_id)
         return response
