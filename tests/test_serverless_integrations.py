@@ -185,3 +185,65 @@ def test_django_check_reports_a_flush_each_request_that_is_not_a_bool(configure:
     configure(FLUSH_EACH_REQUEST="yes")
     ids = {m.id for m in checks.run_checks(tags=["segment_exposure"])}
     assert "segment_exposure.E003" in ids
+
+
+# -- ASGI ------------------------------------------------------------------------------------------
+
+
+def asgi_client(collector: SegmentCollector, **options: Any) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from segment_exposure import SegmentExposureTrackingProvider
+    from segment_exposure.integrations.asgi import SegmentExposureMiddleware
+
+    provider = SegmentExposureTrackingProvider(
+        write_key=WRITE_KEY, host=collector.url, client_options=SLOW_CONSUMER
+    )
+
+    async def checkout(request: Request) -> PlainTextResponse:
+        provider.track(CHECKOUT)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/checkout", checkout)])
+    app.add_middleware(
+        SegmentExposureMiddleware,
+        provider=provider,
+        identify=lambda connection: {"user_id": connection.query_params.get("user")},
+        **options,
+    )
+    return TestClient(app), provider
+
+
+def test_asgi_flush_each_request_delivers_before_the_response(collector: SegmentCollector) -> None:
+    client, provider = asgi_client(collector, flush_each_request=True)
+    try:
+        assert client.get("/checkout?user=alice").status_code == 200
+        assert [m["userId"] for m in collector.events()] == ["alice"]  # already there, no waiting
+        requests = collector.requests
+        client.get("/checkout?user=alice")  # a repeat: nothing to send, no request
+        assert collector.requests == requests
+    finally:
+        provider.shutdown(0.1)
+
+
+def test_asgi_flush_each_request_defaults_to_the_platform(
+    collector: SegmentCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, provider = asgi_client(collector)
+    try:
+        client.get("/checkout?user=alice")
+        assert collector.events() == []  # off the platform: left to the background thread
+    finally:
+        provider.shutdown(0.1)
+    collector.clear()
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "checkout-api")
+    client, provider = asgi_client(collector)
+    try:
+        client.get("/checkout?user=bob")
+        assert [m["userId"] for m in collector.events()] == ["bob"]
+    finally:
+        provider.shutdown(0.1)

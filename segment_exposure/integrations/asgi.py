@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from functools import partial
 from typing import Any
 
+from .. import serverless
 from ..identity import bind_user
 from ._common import field, make_user, missing_framework
 from ._request import DEFAULT_IDENTITY_SOURCES, RequestIdentity, valid_sources
@@ -60,7 +61,8 @@ class SegmentExposureMiddleware:
     ``client`` (what the server made of proxy headers, e.g. uvicorn ``--proxy-headers``).
     ``experiment``: an ``ExposureTrackingClient`` handed to endpoints by ``get_experiment``.
     ``flush_timeout``: the shutdown flush's deadline (default: the provider's ``flush_timeout``).
-    ``flush_each_request``: stored for the per-request flush of serverless deployments (not wired yet).
+    ``flush_each_request``: deliver each HTTP request's exposures before its last response chunk is sent
+    (``segment_exposure.serverless``); ``None`` means on when a serverless platform is detected.
     ``metrics``: True or a provider label exports the provider's stats to Prometheus
     (``segment_exposure.metrics.register``; needs the ``metrics`` extra).
     """
@@ -107,7 +109,8 @@ class SegmentExposureMiddleware:
             send_locale=send_locale,
         )
         self.flush_timeout = flush_timeout
-        self.flush_each_request = flush_each_request
+        # Resolved once, before anything is tracked: on by default where a serverless platform is detected.
+        self.flush_each_request = serverless.flush_each_request(provider, flush_each_request)
         if metrics:
             from ..metrics import register_from_setting
 
@@ -131,7 +134,30 @@ class SegmentExposureMiddleware:
             accept_language=connection.headers.get("accept-language"),
         )
         with bind_user(user, context=context):
-            await self.app(scope, receive, send)
+            if kind == "http" and self.flush_each_request:
+                await self._call_flushing(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+
+    async def _call_flushing(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The flush goes before the response's last body chunk: once it is sent the server (uvicorn,
+        # Cloud Run) ends the request and the platform may freeze the process; Mangum returns only
+        # after the app, so a flush there is in time too.
+        context = serverless.lambda_context(scope)
+        flushed = False
+
+        async def send_flushing(message: Message) -> None:
+            nonlocal flushed
+            if not flushed and message["type"] == "http.response.body" and not message.get("more_body"):
+                flushed = True
+                await serverless.flush_request_async(self.provider, True, context=context)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_flushing)
+        finally:
+            if not flushed:
+                await serverless.flush_request_async(self.provider, True, context=context)
 
     async def _identify(self, connection: HTTPConnection) -> object:
         if self.identify is None:
