@@ -29,17 +29,18 @@ _ISO = re.compile(
 )
 # RFC 2822 / HTTP dates, which JavaScript's Date (so Segment) also reads: "Tue, 24 Nov 2026 10:00:00 GMT".
 _RFC2822 = re.compile(
-    r"(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d{2}):(\d{2})(?::(\d{2}))?"
-    r"(?:\s*(GMT|UTC|UT|Z|[+-]\d{4}))?",
+    r"(?:[A-Za-z]{3},[ \t\n\r\f\v]*)?(\d{1,2})[ \t\n\r\f\v]+([A-Za-z]{3})[ \t\n\r\f\v]+(\d{4})"
+    r"[ \t\n\r\f\v]+(\d{2}):(\d{2})(?::(\d{2}))?(?:[ \t\n\r\f\v]*(GMT|UTC|UT|Z|[+-]\d{4}))?",
     re.ASCII,
 )
+_SPACE = " \t\n\r\f\v"  # what both Python (re.ASCII) and the JavaScript port count as white space
 _MONTHS = {
     m: i
     for i, m in enumerate(
         ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
     )
 }
-_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+_NUMBER = re.compile(r"[ \t\n\r\f\v]*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[ \t\n\r\f\v]*", re.ASCII)
 
 
 def js_string(value: float) -> str:
@@ -53,7 +54,7 @@ def js_string(value: float) -> str:
         value = float(value)
     if value == 0:
         return "0"
-    if value.is_integer() and abs(value) < 1e21:
+    if value.is_integer() and abs(value) <= _MAX_SAFE_INTEGER:
         return str(int(value))
     sign = "-" if value < 0 else ""
     digits_tuple, exponent = Decimal(repr(abs(value))).as_tuple()[1:]
@@ -175,7 +176,7 @@ def read_time_ms(value: Any) -> int | None:
     elif cls is str:
         if not value or len(value) > 64:
             return None
-        text = value.strip()
+        text = value.strip(_SPACE)
         read = _iso_ms(text)
         if read is None:
             read = _rfc2822_ms(text)

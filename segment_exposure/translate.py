@@ -134,8 +134,8 @@ _CAMPAIGN_FIELDS = (
     ("term", "utm_term"),
     ("content", "utm_content"),
 )
-_IOS = re.compile("ios", re.IGNORECASE)
-_ANDROID = re.compile("android", re.IGNORECASE)
+_IOS = re.compile("ios", re.IGNORECASE | re.ASCII)  # ASCII case only, as JavaScript's /ios/i
+_ANDROID = re.compile("android", re.IGNORECASE | re.ASCII)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # The strict encoding the Amplitude client uses: what passes it can be sent.
 _CHECK = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False).encode
@@ -374,11 +374,15 @@ def _add_string(out: dict[str, Any], target: str, value: Any, where: str, notes:
 
 
 def _add_context(
-    out: dict[str, Any], context: dict[str, Any], device: dict[str, Any], notes: list[str]
+    out: dict[str, Any],
+    context: dict[str, Any],
+    device: dict[str, Any],
+    notes: list[str],
+    user_agent_parsing: bool,
 ) -> None:
     """Segment's default context mapping: strings as given, numbers/booleans as strings, others left out."""
     user_agent = context.get("userAgent")
-    if user_agent.__class__ is str and user_agent:
+    if user_agent_parsing and user_agent.__class__ is str and user_agent:
         ua_data = context.get("userAgentData")
         hints: dict[str, Any] | None = None
         if ua_data.__class__ is dict:
@@ -516,6 +520,7 @@ def to_amplitude_event(
     *,
     min_id_length: int | None = None,
     exposure_events: Collection[str] = DEFAULT_EXPOSURE_EVENTS,
+    user_agent_parsing: bool = True,
     repairs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Translate one Segment track event into the Amplitude ``$exposure`` event to ingest.
@@ -525,6 +530,8 @@ def to_amplitude_event(
     secondary fields are repaired or left out instead: each repair is logged at DEBUG on this module's
     logger and, when ``repairs`` is a list, appended to it. ``min_id_length`` must match the
     ``options.min_id_length`` sent to Amplitude (None means Amplitude's default, 5).
+    ``user_agent_parsing`` is Segment's "User Agent Parsing" setting (on by default, needs the ``useragent``
+    extra); the Segment Function cannot parse user agents, so its output equals this with it off.
     """
     if not isinstance(event, dict):
         raise InvalidEventPayload(
@@ -614,7 +621,7 @@ def to_amplitude_event(
     if session_id is not None:
         out["session_id"] = session_id
     if context:
-        _add_context(out, context, device, notes)
+        _add_context(out, context, device, notes, user_agent_parsing)
 
     try:
         _CHECK(out).encode("utf-8")
