@@ -21,7 +21,7 @@ __all__ = ["available", "parse_user_agent"]
 
 _log = logging.getLogger(__name__)
 _CACHE_SIZE = 4096
-_MAX_UA_LENGTH = 500  # ua-parser-js cuts user agents to 500 characters too (UA_MAX_LENGTH)
+_MAX_UA_LENGTH = 350  # @amplitude/ua-parser-js reads at most this much (leading white space cut first)
 _missing_logged = False
 
 
@@ -42,7 +42,7 @@ def _parser() -> Any:
 @lru_cache(maxsize=_CACHE_SIZE)
 def _parse(user_agent: str) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
     """(browser name, browser major, os name, vendor, model, type) of one user agent."""
-    parser = _parser()(user_agent[:_MAX_UA_LENGTH])
+    parser = _parser()(user_agent)
     browser = parser.browser
     os = parser.os
     device = parser.device
@@ -66,6 +66,8 @@ def parse_user_agent(user_agent: str, ua_data: dict[str, Any] | None = None) -> 
                 "os_version, device_manufacturer, device_model and device_type from it, as Segment does"
             )
         return {}
+    if len(user_agent) > _MAX_UA_LENGTH:
+        user_agent = user_agent.lstrip()[:_MAX_UA_LENGTH]
     browser_name, browser_major, os_name, vendor, model, kind = _parse(user_agent)
     ua_data = ua_data or {}
     platform_version = ua_data.get("platformVersion")
