@@ -33,7 +33,7 @@ def available() -> bool:
 @lru_cache(maxsize=1)
 def _parser() -> Any:
     try:
-        from uaparser import UAParser  # type: ignore[import-untyped]
+        from uaparser import UAParser
     except ImportError:
         return None
     return UAParser
@@ -62,8 +62,8 @@ def parse_user_agent(user_agent: str, ua_data: dict[str, Any] | None = None) -> 
         if not _missing_logged:
             _missing_logged = True
             _log.info(
-                "context.userAgent is not parsed: install segment-exposure[useragent] to derive os_name, "
-                "os_version, device_manufacturer, device_model and device_type from it, as Segment does"
+                "context.userAgent is not parsed: pip install 'segment-exposure[useragent]' to derive "
+                "os_name, os_version, device_manufacturer, device_model and device_type, as Segment does"
             )
         return {}
     if len(user_agent) > _MAX_UA_LENGTH:
