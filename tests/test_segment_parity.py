@@ -707,6 +707,19 @@ def test_segment_function_matches_segments_destination(
     assert not unused, f"Function-only deviations no case needs: {unused}"
 
 
+def test_golden_vectors_follow_the_reference(cases: list[Case], segment: list[dict[str, Any]]) -> None:
+    """The vectors' expectations are Segment's output through the table, not our own reading of Segment."""
+    from .regenerate_vectors import expectation
+
+    vectors = [
+        v for path in sorted(VECTOR_DIR.glob("*.json")) for v in json.loads(path.read_text(encoding="utf-8"))
+    ]
+    stale = [
+        v["name"] for v, seg in zip(vectors, segment, strict=False) if expectation(v, seg) != v["expect"]
+    ]
+    assert not stale, f"run `python -m tests.regenerate_vectors`: {stale}"
+
+
 def test_every_deviation_is_needed(cases: list[Case], segment: list[dict[str, Any]]) -> None:
     """A row no case uses is either stale or untested: both are wrong in a table of reasons."""
     report = compare(cases, segment, [ours(c) for c in cases])
