@@ -17,7 +17,7 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["available", "parse_user_agent"]
+__all__ = ["available", "parse_user_agent", "user_agent_fields"]
 
 _log = logging.getLogger(__name__)
 _CACHE_SIZE = 4096
@@ -55,9 +55,17 @@ def parse_user_agent(user_agent: str, ua_data: dict[str, Any] | None = None) -> 
     ``ua_data`` is ``context.userAgentData`` with string (or absent) ``model`` and ``platformVersion``.
     Returns ``{}`` when the ``useragent`` extra is not installed (logged once at INFO).
     """
+    ua_data = ua_data or {}
+    return dict(user_agent_fields(user_agent, ua_data.get("model"), ua_data.get("platformVersion")))
+
+
+def user_agent_fields(
+    user_agent: str, ua_model: str | None = None, platform_version: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """:func:`parse_user_agent` as (field, value) pairs, for ``dict.update``: the translator's fast path."""
     global _missing_logged
     if not user_agent:
-        return {}
+        return ()
     if _parser() is None:
         if not _missing_logged:
             _missing_logged = True
@@ -65,18 +73,23 @@ def parse_user_agent(user_agent: str, ua_data: dict[str, Any] | None = None) -> 
                 "context.userAgent is not parsed: pip install 'segment-exposure[useragent]' to derive "
                 "os_name, os_version, device_manufacturer, device_model and device_type, as Segment does"
             )
-        return {}
+        return ()
     if len(user_agent) > _MAX_UA_LENGTH:
         user_agent = user_agent.lstrip()[:_MAX_UA_LENGTH]
+    return _derive(user_agent, ua_model, platform_version)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _derive(
+    user_agent: str, ua_model: str | None, platform_version: str | None
+) -> tuple[tuple[str, str], ...]:
+    """Segment's rule over one parse, as (field, value) pairs without the absent ones; cached."""
     browser_name, browser_major, os_name, vendor, model, kind = _parse(user_agent)
-    ua_data = ua_data or {}
-    platform_version = ua_data.get("platformVersion")
-    ua_model = ua_data.get("model")
-    derived = {
-        "os_name": os_name if os_name is not None else browser_name,
-        "os_version": platform_version if platform_version is not None else browser_major,
-        "device_manufacturer": vendor,
-        "device_model": ua_model if ua_model is not None else model if model is not None else os_name,
-        "device_type": kind,
-    }
-    return {key: value for key, value in derived.items() if value is not None}
+    derived = (
+        ("os_name", os_name if os_name is not None else browser_name),
+        ("os_version", platform_version if platform_version is not None else browser_major),
+        ("device_manufacturer", vendor),
+        ("device_model", ua_model if ua_model is not None else model if model is not None else os_name),
+        ("device_type", kind),
+    )
+    return tuple((key, value) for key, value in derived if value is not None)
