@@ -119,6 +119,28 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
 
 
 def _iso_ms(text: str) -> int | None:
+    # Fast path for what Segment's libraries send: YYYY-MM-DDTHH:MM:SS.mmmZ (or without the fraction).
+    n = len(text)
+    if (
+        ((n == 24 and text[19] == ".") or n == 20)
+        and text[-1] == "Z"
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[10] == "T"
+        and text[13] == ":"
+        and text[16] == ":"
+    ):
+        digits = text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
+        ms_text = text[20:23] if n == 24 else "0"
+        if digits.isdigit() and digits.isascii() and ms_text.isdigit() and ms_text.isascii():
+            rest, sec = divmod(int(digits), 100)
+            rest, mins = divmod(rest, 100)
+            rest, hrs = divmod(rest, 100)
+            rest, dd = divmod(rest, 100)
+            yy, mm = divmod(rest, 100)
+            if 1 <= mm <= 12 and 1 <= dd <= 31 and hrs <= 23 and mins <= 59 and sec <= 59:
+                days = _days_from_civil(yy, mm, dd)
+                return (((days * 24 + hrs) * 60 + mins) * 60 + sec) * 1000 + int(ms_text)
     match = _ISO.fullmatch(text)
     if match is None:
         return None

@@ -134,6 +134,7 @@ _CAMPAIGN_FIELDS = (
     ("term", "utm_term"),
     ("content", "utm_content"),
 )
+_INITIAL = {name: "initial_" + name for name in ("referrer", *(n for _, n in _CAMPAIGN_FIELDS))}
 _IOS = re.compile("ios", re.IGNORECASE | re.ASCII)  # ASCII case only, as JavaScript's /ios/i
 _ANDROID = re.compile("android", re.IGNORECASE | re.ASCII)
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -350,6 +351,18 @@ def _unsafe(obj: dict[Any, Any] | list[Any]) -> bool:
     return False
 
 
+def _unsafe_event(out: dict[str, Any]) -> bool:
+    """:func:`_unsafe` for the translated event: its own keys are ASCII, its numbers already finite."""
+    for value in out.values():
+        cls = value.__class__
+        if cls is str:
+            if not value.isascii() and _SURROGATE.search(value):
+                return True
+        elif cls is dict and value and _unsafe(value):
+            return True
+    return False
+
+
 def _scrub(value: Any) -> Any:
     """``value`` with lone surrogates as U+FFFD and NaN/infinities as null (as JavaScript writes them)."""
     cls = value.__class__
@@ -466,23 +479,23 @@ def _utm_properties(context: dict[str, Any], notes: list[str]) -> tuple[dict[str
     always: dict[str, Any] = {}
     page = context.get("page")
     campaign = context.get("campaign")
-    pairs: list[tuple[str, Any, str]] = []
+    sources: list[tuple[dict[str, Any], str, str, str]] = []
     if page.__class__ is dict:
-        pairs.append(("referrer", page.get("referrer"), "context.page.referrer"))
+        sources.append((page, "referrer", "referrer", "page"))
     if campaign.__class__ is dict:
-        for source_key, name in _CAMPAIGN_FIELDS:
-            pairs.append((name, campaign.get(source_key), f"context.campaign.{source_key}"))
-    for name, value, where in pairs:
+        sources.extend((campaign, key, name, "campaign") for key, name in _CAMPAIGN_FIELDS)
+    for section, source_key, name, where in sources:
+        value = section.get(source_key)
         if value is None:
             continue
-        text = read_string(value)
+        text = value if value.__class__ is str else read_string(value)
         if text is None:
-            notes.append(f"{where} left out: {_kind(value)} where a string belongs")
+            notes.append(f"context.{where}.{source_key} left out: {_kind(value)} where a string belongs")
             continue
-        set_once["initial_" + name] = text
+        set_once[_INITIAL[name]] = text
         always[name] = text
     if not any(always.values()):  # Segment sends neither when every value is empty
-        return {}, {}
+        return _EMPTY, _EMPTY
     return set_once, always
 
 
@@ -649,7 +662,9 @@ def to_amplitude_event(
         _add_context(out, context, device, notes, user_agent_parsing)
 
     try:
-        if _unsafe(out):  # NaN / Infinity (Python's json reads them) or a lone surrogate (half an emoji)
+        if _unsafe_event(
+            out
+        ):  # NaN / Infinity (Python's json reads them) or a lone surrogate (half an emoji)
             out = _scrub(out)
             notes.append(
                 "lone surrogates replaced by U+FFFD and NaN/Infinity by null: the event is valid JSON"
