@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ..coerce import read_time_ms
+from ..coerce import read_string, read_time_ms
 from ..exposure import EXPOSURE_EVENT
 from ..translate import id_problem
 from .records import BadRecord, iter_records
@@ -248,10 +248,11 @@ def _check_ids(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
         ("anonymousId", event.get("anonymousId")),
         ("context.device.id", device.get("id")),
     ):
-        if isinstance(value, str):
-            problem = id_problem(value, min_id_length=audit.min_id_length)
+        text = value if isinstance(value, str) else None if value is None else read_string(value)
+        if text is not None:  # a numeric id is sent as its string form, so it is checked as one
+            problem = id_problem(text, min_id_length=audit.min_id_length)
             if problem:
-                audit.add("invalid_id", where, f"{field_name} {value[:40]!r}")
+                audit.add("invalid_id", where, f"{field_name} {text[:40]!r}")
     device_id, anonymous_id = device.get("id"), event.get("anonymousId")
     if isinstance(device_id, str) and device_id and device_id != anonymous_id:
         audit.add("device_id_mismatch", where)
