@@ -236,7 +236,7 @@ def _check_flag_and_variant(audit: _Audit, event: Mapping[str, Any], where: str)
         audit.add("unset_variant", where, flag)
         return
     known = audit.flags.get(flag)
-    if known and variant not in known["keys"] and variant in known["values"]:
+    if known and isinstance(variant, str) and variant not in known["keys"] and variant in known["values"]:
         audit.add("variant_value_not_key", where, f"{flag}: {variant}")
 
 
