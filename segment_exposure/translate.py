@@ -674,8 +674,12 @@ def to_amplitude_event(
             "the event is nested too deeply to send as JSON (Amplitude accepts at most 40 levels)"
         ) from None
     if notes:
+        # The notes quote the odd values: no lone surrogate may reach a log handler that writes UTF-8.
+        notes = [_SURROGATE.sub("\ufffd", note) for note in notes]
         if repairs is not None:
             repairs.extend(notes)
         if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("exposure %s repaired: %s", _show(message_id), "; ".join(notes))
+            _log.debug(
+                "exposure %s repaired: %s", _SURROGATE.sub("\ufffd", _show(message_id)), "; ".join(notes)
+            )
     return out
