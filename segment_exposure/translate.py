@@ -1,41 +1,50 @@
 """Segment ``$exposure`` track events into Amplitude HTTP API events.
 
-Why our own translator: Segment's Amplitude (Actions) destination maps the fields well but sends no
-``insert_id``, so a Segment retry can count one exposure twice, and it knows nothing about exposures. This
-module keeps Segment's default field mapping and adds what exposures need. It is pure (no I/O, no global
-state) so the webhook, the Lambda, the CLI and the JavaScript Segment Function can all agree with it; the
-golden vectors in ``tests/vectors/translate`` pin every rule below.
+The reference is Segment's own Amplitude (Actions) destination, "Track Calls" preset (``logEventV2`` with
+its default mapping), run side by side with this module in tests/test_segment_parity.py. Everything it
+sends is sent the same way here, except the deliberate deviations listed in the README (insert_id,
+``[Experiment]`` traits, merged ``$set``, ``context.device.id: ""``, lenient time reading, repairs instead of
+refusals). The module is pure (no I/O; a cache of parsed user agents) so the webhook, the Lambda, the CLI
+and the JavaScript Segment Function can all agree with it; the golden vectors in ``tests/vectors/translate``
+pin every rule below.
 
-Rules, checked in this order (the first failing rule decides the error):
+Refusals (the first failing rule decides the error); nothing else refuses an event:
 
 1. The event must be a JSON object (a ``dict``), else ``InvalidEventPayload``.
 2. ``type`` must be ``"track"`` and ``event`` one of ``exposure_events`` (default ``("$exposure",)``), else
    ``EventNotSupported``. ``event_type`` is always ``"$exposure"``: Amplitude only counts that exact name,
    so an alias configured in ``exposure_events`` is renamed on the way through.
-3. ``properties.flag_key`` must be a non-empty string; ``variant`` and ``experiment_key`` must be non-empty
-   strings when present. A null or missing ``variant`` is left out (it *unsets* the user's variant); a null
-   ``experiment_key`` is left out too. Other properties pass through as they are.
+3. ``properties.flag_key`` must be a non-empty string (else it is not an exposure: ``InvalidEventPayload``).
+   Properties otherwise pass through as given, ``variant`` and ``experiment_key`` included.
 4. Identity: ``user_id`` from ``userId``; ``device_id`` from ``context.device.id``, else ``anonymousId``.
-   Null and empty strings count as absent. Ids must be strings. At least one id is required.
-5. ``messageId`` (a string when present) becomes ``insert_id``: retries are then idempotent end to end.
-6. ``time``: the first present of ``timestamp``, ``originalTimestamp``, ``receivedAt``, parsed as ISO 8601
-   with ``Z`` or an offset (see :func:`parse_time_ms`); a present but unreadable one is an error, not skipped.
-7. ``ValidationError`` for values Amplitude rejects: ids on :data:`INVALID_IDS` (compared case-insensitively)
-   or shorter than ``min_id_length`` (default 5); a ``session_id`` that is not an integer.
+   Numbers and booleans become their JavaScript string form (as Segment's validator makes them); null,
+   empty strings and objects count as absent. No id at all: ``InvalidEventPayload``.
+5. ``ValidationError`` for ids Amplitude refuses: on :data:`INVALID_IDS` (compared case-insensitively) or
+   shorter than ``min_id_length`` (default 5).
 
-Mapped like Segment's defaults (null and empty-string values are left out; other values pass as given):
-``app_version``, ``platform`` (``ios`` -> ``iOS``, ``android`` -> ``Android``, any case), ``os_name``,
-``os_version``, ``device_brand``, ``device_manufacturer``, ``device_model``, ``carrier``, ``country``,
-``region``, ``city``, ``location_lat``, ``location_lng``, ``language`` (``context.locale``), ``ip``,
-``idfa`` and ``adid`` (``context.device.advertisingId``, else ``context.device.idfa``), ``idfv``
-(``context.device.id``), ``library`` (``context.library.name``), ``session_id``
-(``integrations["Actions Amplitude"].session_id``; an all-digit string becomes a number) and
-``user_properties`` (``traits``).
+Mapped like Segment's defaults (see :mod:`segment_exposure.coerce` for how odd values are read):
+``insert_id`` (``messageId``: ours, Segment sends none), ``time`` (``timestamp``; when it is missing or
+unreadable ``originalTimestamp``, then ``receivedAt``; none readable: no ``time``), ``session_id``
+(``integrations["Actions Amplitude"].session_id``: digits as a number, a date as its epoch ms, a fraction
+cut; left out when nothing meaningful remains), ``app_version``, ``platform`` (``context.device.type`` with
+the first ``ios``/``android`` in any case replaced by ``iOS``/``Android``; ``"Web"`` for analytics.js
+without a device type), ``os_name``, ``os_version``, ``device_brand``, ``device_manufacturer``,
+``device_model``, ``carrier``, ``country``, ``region``, ``city``, ``location_lat``/``location_lng``
+(numbers, numeric strings read), ``language`` (``context.locale``), ``ip`` (strings only), ``idfa`` and
+``adid`` (``context.device.advertisingId``, else ``context.device.idfa``), ``idfv`` (``context.device.id``),
+``library`` (``context.library.name``), ``user_properties`` (``traits``, plus ``$setOnce``
+{initial_referrer, initial_utm_*} and ``$set`` {referrer, utm_*} from ``context.page.referrer`` and
+``context.campaign``, merged into a ``$set``/``$setOnce`` the traits carry). With the ``useragent`` extra,
+``context.userAgent`` (and ``userAgentData``) fill ``os_name``, ``os_version``, ``device_manufacturer``,
+``device_model`` and ``device_type`` where the context gives none (:mod:`segment_exposure.useragent`).
+
+Repairs, never refusals: a secondary field Segment would coerce is coerced; one that cannot be read is left
+out; lone surrogates become U+FFFD and NaN/Infinity become null, so the result always encodes as strict
+JSON in UTF-8. Each repair is logged at DEBUG and can be collected with ``repairs=[]``.
 
 ``[Experiment]`` user properties: Amplitude sets ``[Experiment] <flag_key>`` itself from the exposure; one set
 by hand corrupts the experiment. Such keys (any case) are *stripped* from ``user_properties`` (also inside
-``$set``-style operation objects) rather than rejecting the event, because losing the exposure would be
-worse than losing a property that must not be sent anyway.
+``$set``-style operation objects) rather than rejecting the event.
 
 The result may share nested values (e.g. a nested property object) with the input; the input itself is
 never modified.
@@ -44,11 +53,16 @@ never modified.
 from __future__ import annotations
 
 import json
+import logging
+import math
+import re
 from collections.abc import Collection
 from typing import Any
 
+from segment_exposure.coerce import read_number, read_session_id, read_string, read_time_ms
 from segment_exposure.errors import EventNotSupported, InvalidEventPayload, ValidationError
 from segment_exposure.exposure import EXPOSURE_EVENT
+from segment_exposure.useragent import user_agent_fields
 
 __all__ = [
     "DEFAULT_EXPOSURE_EVENTS",
@@ -93,7 +107,6 @@ EXPERIMENT_PROPERTY_PREFIX = "[Experiment]"
 _PREFIX_LOWER = EXPERIMENT_PROPERTY_PREFIX.lower()
 _PREFIX_LEN = len(EXPERIMENT_PROPERTY_PREFIX)
 _SEGMENT_INTEGRATION = "Actions Amplitude"
-_MAX_SAFE_INTEGER = 2**53 - 1
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "receivedAt")
 _EMPTY: dict[str, Any] = {}
 
@@ -111,18 +124,21 @@ _CONTEXT_FIELDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ),
     ),
     ("network", (("carrier", "carrier"),)),
-    (
-        "location",
-        (
-            ("country", "country"),
-            ("region", "region"),
-            ("city", "city"),
-            ("latitude", "location_lat"),
-            ("longitude", "location_lng"),
-        ),
-    ),
+    ("location", (("country", "country"), ("region", "region"), ("city", "city"))),
     ("library", (("name", "library"),)),
 )
+_CAMPAIGN_FIELDS = (
+    ("source", "utm_source"),
+    ("medium", "utm_medium"),
+    ("name", "utm_campaign"),
+    ("term", "utm_term"),
+    ("content", "utm_content"),
+)
+_INITIAL = {name: "initial_" + name for name in ("referrer", *(n for _, n in _CAMPAIGN_FIELDS))}
+_IOS = re.compile("ios", re.IGNORECASE | re.ASCII)  # ASCII case only, as JavaScript's /ios/i
+_ANDROID = re.compile("android", re.IGNORECASE | re.ASCII)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_log = logging.getLogger(__name__)
 
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -314,8 +330,212 @@ def _has_experiment_key(obj: dict[str, Any]) -> bool:
     return any(_is_experiment_key(k) for k in obj)
 
 
-def _session_id(event: dict[str, Any]) -> int | None:
-    """``integrations["Actions Amplitude"].session_id`` as Amplitude wants it: an integer."""
+def _unsafe(obj: dict[Any, Any] | list[Any]) -> bool:
+    """True when ``obj`` holds a lone surrogate or NaN/Infinity, which strict JSON in UTF-8 cannot carry.
+
+    A walk, not a trial ``json.dumps``: it skips ASCII strings at once and costs a third as much.
+    """
+    items: Any = obj.items() if obj.__class__ is dict else enumerate(obj)
+    for key, value in items:
+        if key.__class__ is str and not key.isascii() and _SURROGATE.search(key):
+            return True
+        cls = value.__class__
+        if cls is str:
+            if not value.isascii() and _SURROGATE.search(value):
+                return True
+        elif cls is float:
+            if value - value:  # inf - inf and nan - nan are NaN, which is truthy; finite gives 0.0
+                return True
+        elif (cls is dict or cls is list) and _unsafe(value):
+            return True
+    return False
+
+
+def _unsafe_event(out: dict[str, Any]) -> bool:
+    """:func:`_unsafe` for the translated event: its own keys are ASCII, its numbers already finite."""
+    for value in out.values():
+        cls = value.__class__
+        if cls is str:
+            if not value.isascii() and _SURROGATE.search(value):
+                return True
+        elif cls is dict and value and _unsafe(value):
+            return True
+    return False
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with lone surrogates as U+FFFD and NaN/infinities as null (as JavaScript writes them)."""
+    cls = value.__class__
+    if cls is str:
+        return _SURROGATE.sub("\ufffd", value)
+    if cls is float:
+        return value if math.isfinite(value) else None
+    if cls is dict:
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if cls is list:
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _identity_value(value: Any, field: str, notes: list[str]) -> str | None:
+    """An id as Segment reads it: numbers and booleans in their string form; null, "" and objects absent."""
+    if value.__class__ is str:
+        return value or None
+    if value is None:
+        return None
+    text = read_string(value)
+    if text is None:
+        notes.append(f"{field} left out: {_kind(value)} is not an id")
+        return None
+    notes.append(f"{field} {_show(value)} sent as the string {_show(text)}")
+    return text or None
+
+
+def _add_string(out: dict[str, Any], target: str, value: Any, where: str, notes: list[str]) -> None:
+    if value.__class__ is str:
+        if value:
+            out[target] = value
+        return
+    if value is None:
+        return
+    text = read_string(value)
+    if text is None:
+        notes.append(f"{where} left out: {_kind(value)} where a string belongs")
+    elif text:
+        out[target] = text
+
+
+def _add_context(
+    out: dict[str, Any],
+    context: dict[str, Any],
+    device: dict[str, Any],
+    notes: list[str],
+    user_agent_parsing: bool,
+) -> None:
+    """Segment's default context mapping: strings as given, numbers/booleans as strings, others left out."""
+    user_agent = context.get("userAgent")
+    if user_agent_parsing and user_agent.__class__ is str and user_agent:
+        ua_data = context.get("userAgentData")
+        if ua_data.__class__ is dict:
+            model = read_string(ua_data.get("model"))
+            out.update(user_agent_fields(user_agent, model, read_string(ua_data.get("platformVersion"))))
+        else:
+            out.update(user_agent_fields(user_agent))
+    for section, pairs in _CONTEXT_FIELDS:
+        sub = device if section == "device" else context.get(section)
+        if sub.__class__ is dict:
+            for source_key, target in pairs:
+                value = sub.get(source_key)
+                if value.__class__ is str:  # the common case, inline
+                    if value:
+                        out[target] = value
+                elif value is not None:
+                    _add_string(out, target, value, f"context.{section}.{source_key}", notes)
+    location = context.get("location")
+    if location.__class__ is dict:
+        for source_key, target in (("latitude", "location_lat"), ("longitude", "location_lng")):
+            value = location.get(source_key)
+            if value is None or value == "":
+                continue
+            if (value.__class__ is float or value.__class__ is int) and value - value == 0:  # finite
+                out[target] = value
+                continue
+            number = read_number(value)
+            if number is None:
+                notes.append(f"context.location.{source_key} {_show(value)} left out: not a number")
+            else:
+                if number.__class__ is not value.__class__:
+                    notes.append(f"context.location.{source_key} {_show(value)} read as the number {number}")
+                out[target] = number
+    platform = device.get("type")
+    if platform is not None:
+        _add_string(out, "platform", platform, "context.device.type", notes)
+    platform = out.get("platform")
+    if platform is not None:
+        out["platform"] = _ANDROID.sub("Android", _IOS.sub("iOS", platform, 1), 1)
+    elif out.get("library") == "analytics.js":
+        out["platform"] = "Web"
+    ad_id = device.get("advertisingId")
+    if ad_id is None:  # as in Segment, "" counts as given (and then leaves idfa/adid out)
+        ad_id = device.get("idfa")
+    if ad_id is not None:
+        _add_string(out, "idfa", ad_id, "context.device.advertisingId", notes)
+        if "idfa" in out:
+            out["adid"] = out["idfa"]
+    locale = context.get("locale")
+    if locale is not None:
+        _add_string(out, "language", locale, "context.locale", notes)
+    ip = context.get("ip")
+    if ip.__class__ is str:
+        if ip:
+            out["ip"] = ip
+    elif ip is not None:
+        notes.append(f"context.ip {_show(ip)} left out: an IP address is a string")
+
+
+def _utm_properties(context: dict[str, Any], notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Segment's ``$setOnce`` {initial_referrer, initial_utm_*} and ``$set`` {referrer, utm_*} defaults."""
+    set_once: dict[str, Any] = {}
+    always: dict[str, Any] = {}
+    page = context.get("page")
+    campaign = context.get("campaign")
+    sources: list[tuple[dict[str, Any], str, str, str]] = []
+    if page.__class__ is dict:
+        sources.append((page, "referrer", "referrer", "page"))
+    if campaign.__class__ is dict:
+        sources.extend((campaign, key, name, "campaign") for key, name in _CAMPAIGN_FIELDS)
+    for section, source_key, name, where in sources:
+        value = section.get(source_key)
+        if value is None:
+            continue
+        text = value if value.__class__ is str else read_string(value)
+        if text is None:
+            notes.append(f"context.{where}.{source_key} left out: {_kind(value)} where a string belongs")
+            continue
+        set_once[_INITIAL[name]] = text
+        always[name] = text
+    if not any(always.values()):  # Segment sends neither when every value is empty
+        return _EMPTY, _EMPTY
+    return set_once, always
+
+
+def _user_properties(
+    event: dict[str, Any], context: dict[str, Any], notes: list[str]
+) -> dict[str, Any] | None:
+    """``traits`` (also ``{}``, as Segment sends it) with the utm/referrer operations; None if neither."""
+    traits = event.get("traits")
+    user_properties: dict[str, Any] | None = None
+    if traits.__class__ is dict:
+        user_properties = _strip_experiment(traits)
+    elif traits is not None:
+        notes.append(f"traits left out: {_kind(traits)}, not an object")
+    if context:
+        set_once, always = _utm_properties(context, notes)
+        if always:
+            user_properties = dict(user_properties or _EMPTY)
+            for operation, values in (("$setOnce", set_once), ("$set", always)):
+                given = user_properties.get(operation)
+                # Segment replaces a $set / $setOnce the traits carry; merging keeps the sender's values.
+                user_properties[operation] = {**given, **values} if given.__class__ is dict else values
+    return user_properties
+
+
+def _time(event: dict[str, Any], notes: list[str]) -> int | None:
+    """``timestamp`` read as Segment reads it; when missing or unreadable, originalTimestamp, receivedAt."""
+    for field in _TIME_FIELDS:
+        raw = event.get(field)
+        if raw is None:
+            continue
+        ms = read_time_ms(raw)
+        if ms is not None:
+            return ms
+        notes.append(f"{field} {_show(raw)} cannot be read as a time")
+    notes.append("no readable time: Amplitude will use the upload time")
+    return None
+
+
+def _session_id(event: dict[str, Any], notes: list[str]) -> int | None:
+    """``integrations["Actions Amplitude"].session_id`` converted as Segment converts it."""
     integrations = event.get("integrations")
     if integrations.__class__ is not dict:
         return None
@@ -325,36 +545,12 @@ def _session_id(event: dict[str, Any]) -> int | None:
     raw = settings.get("session_id")
     if raw is None:
         return None
-    number: int | None = None
-    if (
-        raw.__class__ is int
-        or (raw.__class__ is str and raw.isdigit() and raw.isascii() and len(raw) <= 16)
-        or (raw.__class__ is float and raw.is_integer())
-    ):
-        number = int(raw)
-    # An epoch-ms session start is far below 2**53, the largest integer JavaScript (the Segment Function)
-    # holds exactly; outside it the two implementations could not agree.
-    if number is not None and -_MAX_SAFE_INTEGER <= number <= _MAX_SAFE_INTEGER:
-        return number
-    raise ValidationError(
-        f'integrations["{_SEGMENT_INTEGRATION}"].session_id is {_show(raw)}; Amplitude needs an integer '
-        "(the session start in epoch milliseconds) or an all-digit string: fix the sender, or remove it"
-    )
-
-
-def _identity(event: dict[str, Any], device: dict[str, Any]) -> tuple[str | None, str | None, str]:
-    """``(user_id, device_id, device_id_source)`` with absent values as ``None``; raises on non-strings."""
-    user_id = event.get("userId")
-    if user_id is not None and user_id.__class__ is not str:
-        raise InvalidEventPayload(f"userId must be a string, got {_kind(user_id)}: send ids as strings")
-    source = "context.device.id"
-    device_id = device.get("id")
-    if device_id is None or device_id == "":
-        source = "anonymousId"
-        device_id = event.get("anonymousId")
-    if device_id is not None and device_id.__class__ is not str:
-        raise InvalidEventPayload(f"{source} must be a string, got {_kind(device_id)}: send ids as strings")
-    return user_id or None, device_id or None, source
+    session_id = read_session_id(raw)
+    if session_id is None:
+        notes.append(f"session_id {_show(raw)} left out: no session start can be read from it")
+    elif raw.__class__ is not int and not (raw.__class__ is str and raw.isdigit()):
+        notes.append(f"session_id {_show(raw)} read as {session_id}")
+    return session_id
 
 
 def to_amplitude_event(
@@ -362,12 +558,18 @@ def to_amplitude_event(
     *,
     min_id_length: int | None = None,
     exposure_events: Collection[str] = DEFAULT_EXPOSURE_EVENTS,
+    user_agent_parsing: bool = True,
+    repairs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Translate one Segment track event into the Amplitude ``$exposure`` event to ingest.
 
-    Raises ``EventNotSupported`` (not a track or not an exposure), ``InvalidEventPayload`` (malformed) or
-    ``ValidationError`` (Amplitude would reject it); none of them is worth retrying. ``min_id_length``
-    must match the ``options.min_id_length`` sent to Amplitude (None means Amplitude's default, 5).
+    Raises ``EventNotSupported`` (not a track or not an exposure), ``InvalidEventPayload`` (no flag_key or
+    no identity) or ``ValidationError`` (ids Amplitude refuses); none of them is worth retrying. Odd
+    secondary fields are repaired or left out instead: each repair is logged at DEBUG on this module's
+    logger and, when ``repairs`` is a list, appended to it. ``min_id_length`` must match the
+    ``options.min_id_length`` sent to Amplitude (None means Amplitude's default, 5).
+    ``user_agent_parsing`` is Segment's "User Agent Parsing" setting (on by default, needs the ``useragent``
+    extra); the Segment Function cannot parse user agents, so its output equals this with it off.
     """
     if not isinstance(event, dict):
         raise InvalidEventPayload(
@@ -399,62 +601,27 @@ def to_amplitude_event(
         raise InvalidEventPayload(
             f"properties.flag_key is {_show(flag_key)}: an exposure needs the flag key as a non-empty string"
         )
-    event_properties = dict(props)
-    variant = props.get("variant")
-    if variant is None:
-        event_properties.pop("variant", None)
-    elif variant.__class__ is not str or not variant:
-        raise InvalidEventPayload(
-            f"properties.variant is {_show(variant)}: send the variant key as a non-empty string, "
-            "or null/leave it out to unset the user's variant"
-        )
-    experiment_key = props.get("experiment_key")
-    if experiment_key is None:
-        event_properties.pop("experiment_key", None)
-    elif experiment_key.__class__ is not str or not experiment_key:
-        raise InvalidEventPayload(
-            f"properties.experiment_key is {_show(experiment_key)}: send a non-empty string or leave it out"
-        )
 
+    notes: list[str] = []
     context = event.get("context")
     if context.__class__ is not dict:
+        if context is not None:
+            notes.append(f"context left out: {_kind(context)}, not an object")
         context = _EMPTY
     device = context.get("device")
     if device.__class__ is not dict:
         device = _EMPTY
-    user_id, device_id, device_source = _identity(event, device)
+    user_id = _identity_value(event.get("userId"), "userId", notes)
+    device_source = "context.device.id"
+    device_id = _identity_value(device.get("id"), device_source, notes)
+    if device_id is None:  # also for "": Segment would send no device_id at all (a deliberate deviation)
+        device_source = "anonymousId"
+        device_id = _identity_value(event.get("anonymousId"), device_source, notes)
     if user_id is None and device_id is None:
         raise InvalidEventPayload(
             "the event has no identity: set userId, anonymousId or context.device.id so Amplitude "
             "knows who was exposed"
         )
-
-    out: dict[str, Any] = {"event_type": EXPOSURE_EVENT}
-    if user_id is not None:
-        out["user_id"] = user_id
-    if device_id is not None:
-        out["device_id"] = device_id
-
-    message_id = event.get("messageId")
-    if message_id is not None and message_id.__class__ is not str:
-        raise InvalidEventPayload(f"messageId must be a string, got {_kind(message_id)}")
-    if message_id:
-        out["insert_id"] = message_id
-
-    for field in _TIME_FIELDS:
-        raw_time = event.get(field)
-        if raw_time is not None:
-            break
-    else:
-        raise InvalidEventPayload(
-            "the event has no time: set timestamp (or originalTimestamp / receivedAt) to an ISO 8601 "
-            "string with a zone"
-        )
-    try:
-        out["time"] = parse_time_ms(raw_time)
-    except ValueError as exc:
-        raise InvalidEventPayload(f"{field} cannot be read: {exc}") from None
-
     minimum = _check_min_id_length(min_id_length)
     if user_id is not None:
         problem = _id_problem(user_id, minimum)
@@ -464,44 +631,55 @@ def to_amplitude_event(
         problem = _id_problem(device_id, minimum)
         if problem is not None:
             raise ValidationError(f"{device_source} {problem}")
-    session_id = _session_id(event)
 
-    out["event_properties"] = event_properties
-    traits = event.get("traits")
-    if traits.__class__ is dict and traits:
-        user_properties = _strip_experiment(traits)
-        if user_properties:
-            out["user_properties"] = user_properties
+    out: dict[str, Any] = {"event_type": EXPOSURE_EVENT}
+    if user_id is not None:
+        out["user_id"] = user_id
+    if device_id is not None:
+        out["device_id"] = device_id
+    message_id = event.get("messageId")
+    if message_id.__class__ is str:
+        if message_id:
+            out["insert_id"] = message_id
+    elif message_id is not None:
+        insert_id = read_string(message_id) if message_id.__class__ is not bool else None
+        if insert_id is None:
+            notes.append(f"messageId {_show(message_id)} is not an id: no insert_id")
+        else:
+            notes.append(f"messageId {_show(message_id)} sent as the insert_id {_show(insert_id)}")
+            out["insert_id"] = insert_id
+    time_ms = _time(event, notes)
+    if time_ms is not None:
+        out["time"] = time_ms
+    out["event_properties"] = dict(props)
+    user_properties = _user_properties(event, context, notes)
+    if user_properties is not None:
+        out["user_properties"] = user_properties
+    session_id = _session_id(event, notes)
     if session_id is not None:
         out["session_id"] = session_id
+    if context:
+        _add_context(out, context, device, notes, user_agent_parsing)
 
-    if context is not _EMPTY:
-        for section, pairs in _CONTEXT_FIELDS:
-            sub = context.get(section)
-            if sub.__class__ is dict:
-                for source_key, target in pairs:
-                    value = sub.get(source_key)
-                    if value is not None and value != "":
-                        out[target] = value
-        platform = device.get("type")
-        if platform is not None and platform != "":
-            if platform.__class__ is str:
-                lowered = platform.lower()
-                if lowered == "ios":
-                    platform = "iOS"
-                elif lowered == "android":
-                    platform = "Android"
-            out["platform"] = platform
-        ad_id = device.get("advertisingId")
-        if ad_id is None or ad_id == "":
-            ad_id = device.get("idfa")
-        if ad_id is not None and ad_id != "":
-            out["idfa"] = ad_id
-            out["adid"] = ad_id
-        locale = context.get("locale")
-        if locale is not None and locale != "":
-            out["language"] = locale
-        ip = context.get("ip")
-        if ip is not None and ip != "":
-            out["ip"] = ip
+    try:
+        if _unsafe_event(
+            out
+        ):  # NaN / Infinity (Python's json reads them) or a lone surrogate (half an emoji)
+            out = _scrub(out)
+            notes.append(
+                "lone surrogates replaced by U+FFFD and NaN/Infinity by null: the event is valid JSON"
+            )
+    except RecursionError:
+        raise InvalidEventPayload(
+            "the event is nested too deeply to send as JSON (Amplitude accepts at most 40 levels)"
+        ) from None
+    if notes:
+        # The notes quote the odd values: no lone surrogate may reach a log handler that writes UTF-8.
+        notes = [_SURROGATE.sub("\ufffd", note) for note in notes]
+        if repairs is not None:
+            repairs.extend(notes)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "exposure %s repaired: %s", _SURROGATE.sub("\ufffd", _show(message_id)), "; ".join(notes)
+            )
     return out

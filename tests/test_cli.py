@@ -155,11 +155,41 @@ def test_doctor_on_a_clean_export_finds_nothing() -> None:
 def test_doctor_warnings_alone_can_be_allowed(tmp_path: Path) -> None:
     lines = (FIXTURES / "doctor_clean.jsonl").read_text().splitlines()
     event = json.loads(lines[0])
-    event["integrations"] = {}
+    del event["timestamp"], event["receivedAt"]  # a warning: Amplitude will use the upload time
     source = tmp_path / "warn.jsonl"
     source.write_text(json.dumps(event) + "\n")
     assert cli("doctor", str(source)).returncode == 1
     assert cli("doctor", str(source), "--allow-warnings").returncode == 0
+
+
+def test_doctor_reports_a_missing_integrations_flag_as_information(tmp_path: Path) -> None:
+    """A destination filter on Segment's side does the flag's job and an export cannot show it."""
+    lines = (FIXTURES / "doctor_clean.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    for event in events:
+        event["integrations"] = {}
+    source = tmp_path / "no_flag.jsonl"
+    source.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+    done = cli("doctor", str(source), "--json")
+    assert done.returncode == 0, done.stdout
+    report = json.loads(done.stdout)
+    assert (report["errors"], report["warnings"], report["info"]) == (0, 0, 1)
+    (finding,) = report["findings"]
+    exposures = sum(e.get("event") == "$exposure" for e in events)
+    assert (finding["check"], finding["severity"]) == ("double_routing", "info")
+    assert finding["count"] == exposures
+    assert "destination filter" in finding["fix"]
+    table = cli("doctor", str(source))
+    assert table.returncode == 0 and "info" in table.stdout  # shown in the table, not counted
+
+    strict = cli("doctor", str(source), "--json", "--expect-integrations-flag")
+    assert strict.returncode == 1
+    (finding,) = json.loads(strict.stdout)["findings"]
+    assert finding["severity"] == "warning"
+    assert cli("doctor", str(source), "--expect-integrations-flag", "--allow-warnings").returncode == 0
+    clean = cli("doctor", str(FIXTURES / "doctor_clean.jsonl"), "--expect-integrations-flag", "--json")
+    assert clean.returncode == 0 and json.loads(clean.stdout)["findings"] == []
 
 
 @pytest.mark.parametrize(

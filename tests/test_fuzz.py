@@ -5,9 +5,10 @@ Properties, each over thousands of generated inputs with a fixed seed (``tests/h
 ``HYPOTHESIS_PROFILE=long`` runs ten times as many):
 
 * the translator returns an Amplitude ``$exposure`` event that keeps the contract (identity present and
-  valid, integer ``time``, ``insert_id`` = ``messageId``, no ``[Experiment]`` user property) or raises one of
-  the three permanent errors, nothing else, and never changes its input; fields it does not read change
-  nothing;
+  valid, integer ``time`` when present, ``insert_id`` = ``messageId``, no ``[Experiment]`` user property)
+  and that strict JSON (``allow_nan=False``) encodes in UTF-8, or raises one of the three permanent errors,
+  nothing else, for any JSON-decodable input (NaN, Infinity and lone surrogates included), and never
+  changes its input; fields it does not read change nothing;
 * the provider never raises, whatever it is given (objects whose attributes raise, huge strings, ids of
   every type), and every call ends as exactly one of delivered, deduplicated or dropped with a reason;
 * the webhook WSGI app and the Lambda handler never answer 500 (nor any 5xx while Amplitude is healthy)
@@ -39,6 +40,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
+from segment_exposure.coerce import read_string
 from segment_exposure.destination import AmplitudeExposureDestination
 from segment_exposure.errors import EventNotSupported, InvalidEventPayload, ValidationError
 from segment_exposure.server import create_app, lambda_handler, reset_cache, sign
@@ -229,6 +231,10 @@ def mutated_event(draw: st.DrawFn, surrogates: bool) -> Any:
         ("context", "library", "name"),
         ("context", "locale"),
         ("context", "ip"),
+        ("context", "userAgent"),
+        ("context", "userAgentData", "platformVersion"),
+        ("context", "campaign", "source"),
+        ("context", "page", "referrer"),
         ("integrations", "Actions Amplitude", "session_id"),
         ("traits", "$set"),
         ("traits", "$set", "[Experiment] checkout"),
@@ -273,6 +279,12 @@ def _experiment_key(key: Any) -> bool:
     return isinstance(key, str) and key[: len(EXPERIMENT_PROPERTY_PREFIX)].lower() == "[experiment]"
 
 
+def _as_sent(value: Any) -> Any:
+    """What a string field carries once repaired: its string form, lone surrogates as U+FFFD."""
+    text = read_string(value)
+    return None if text is None else "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
 def check_translation(event: Any) -> dict[str, Any] | None:
     """Translate ``event`` and check the contract; None when it raised a permanent error."""
     before = copy.deepcopy(event)
@@ -281,36 +293,47 @@ def check_translation(event: Any) -> dict[str, Any] | None:
     except PERMANENT as exc:
         assert type(exc) in PERMANENT
         assert str(exc), "every refusal says why"
-        assert event == before, "the translator must not modify its input"
+        assert event == before or _has_nan(before), "the translator must not modify its input"
         return None
-    assert event == before, "the translator must not modify its input"
+    assert event == before or _has_nan(before), "the translator must not modify its input"
+    # The property of issue 12: strict JSON in UTF-8, which is what the Amplitude client sends.
+    json.dumps(out, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    json.dumps(out, allow_nan=False).encode("utf-8")
     assert out["event_type"] == "$exposure"
     user_id, device_id = out.get("user_id"), out.get("device_id")
     assert user_id is not None or device_id is not None
     for value in (user_id, device_id):
         if value is not None:
             assert isinstance(value, str) and id_problem(value) is None, value
-    assert user_id == (event.get("userId") or None)
+    assert user_id == (_as_sent(event.get("userId")) or None)
     context: dict[str, Any] = event["context"] if isinstance(event.get("context"), dict) else {}
     device: dict[str, Any] = context["device"] if isinstance(context.get("device"), dict) else {}
-    assert device_id == (device.get("id") or event.get("anonymousId") or None)
-    assert type(out["time"]) is int
+    assert device_id == (_as_sent(device.get("id")) or _as_sent(event.get("anonymousId")) or None)
+    assert "time" not in out or type(out["time"]) is int
     message_id = event.get("messageId")
     if isinstance(message_id, str) and message_id:
-        assert out["insert_id"] == message_id
-    else:
+        assert out["insert_id"] == _as_sent(message_id)
+    elif not isinstance(message_id, (int, float)) or isinstance(message_id, bool):
         assert "insert_id" not in out
     props = out["event_properties"]
     assert isinstance(props["flag_key"], str) and props["flag_key"]
-    assert "variant" not in props or (isinstance(props["variant"], str) and props["variant"])
     for key, value in out.get("user_properties", {}).items():
         assert not _experiment_key(key), key
         if isinstance(value, dict) and isinstance(key, str) and key.startswith("$"):
             assert not any(_experiment_key(k) for k in value), value
     if "session_id" in out:
-        assert type(out["session_id"]) is int
-    json.dumps(out, allow_nan=False)  # JSON in, JSON out
+        assert type(out["session_id"]) is int and abs(out["session_id"]) < 2**53
+    for field in ("location_lat", "location_lng"):
+        if field in out:
+            assert type(out[field]) in (int, float) and math.isfinite(out[field])
+    for field in ("ip", "platform", "os_name", "app_version", "language", "idfa", "library"):
+        assert field not in out or (isinstance(out[field], str) and out[field]), (field, out.get(field))
     return out
+
+
+def _has_nan(value: Any) -> bool:
+    """NaN != NaN, so an input holding one never equals its copy: compare those by their JSON instead."""
+    return "NaN" in json.dumps(value)
 
 
 @fuzz_settings(1500)
@@ -318,6 +341,60 @@ def check_translation(event: Any) -> dict[str, Any] | None:
 def test_translator_returns_a_valid_event_or_a_permanent_error(event: Any) -> None:
     out = check_translation(event)
     hypothesis_event("translated" if out is not None else "refused")
+
+
+@st.composite
+def json_decodable(draw: st.DrawFn) -> Any:
+    """What ``json.loads`` can return: events and any JSON values, with NaN, +-Infinity (Python's json reads
+    them) and lone surrogates (``"\\ud83d"``, half an emoji) anywhere, keys included."""
+    odd_leaves = st.one_of(
+        st.floats(),  # NaN and infinities included
+        st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0]),
+        st.text(ALL_CHARS, max_size=12),
+        st.sampled_from(SURROGATES),
+    )
+    value = draw(st.one_of(segment_events(surrogates=True), json_values(True, max_depth=50)))
+    if isinstance(value, dict) and draw(st.booleans()):
+        where = draw(st.sampled_from(["properties", "traits", "context", "top"]))
+        target = value if where == "top" else value.setdefault(where, {})
+        if isinstance(target, dict):
+            for _ in range(draw(st.integers(1, 3))):
+                target[draw(st.sampled_from(SURROGATES) | st.text(max_size=6))] = draw(odd_leaves)
+    text = json.dumps(value)  # ensure_ascii: lone surrogates travel as escapes, NaN as the literal
+    return json.loads(text)
+
+
+@fuzz_settings(1000)
+@given(json_decodable())
+def test_any_json_decodable_input_gives_strict_json_or_a_permanent_error(event: Any) -> None:
+    out = check_translation(event)
+    hypothesis_event("translated" if out is not None else "refused")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"userId": 1234567, "anonymousId": None},
+        {"timestamp": "yesterday"},
+        {"timestamp": ""},
+        {"integrations": {"Actions Amplitude": {"session_id": "7" * 5000}}},
+        {"integrations": {"Actions Amplitude": {"session_id": True}}},
+        {"context": {"location": {"latitude": "north", "longitude": "-122.4"}}},
+        {"context": {"ip": math.inf}},
+        {"context": {"ip": 3405803783}},
+        {"properties": {"flag_key": "f", "variant": "on", "label": "Sale \ud83d", "ratio": math.nan}},
+        {"traits": {"name": "Ana \udc00"}},
+        {"messageId": 42},
+    ],
+    ids=lambda f: json.dumps(f)[:40],
+)
+def test_odd_secondary_fields_are_repaired_not_refused(fields: dict[str, Any]) -> None:
+    event = segment_event(1, **fields)
+    repairs: list[str] = []
+    out = to_amplitude_event(event, repairs=repairs)
+    json.dumps(out, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    assert repairs, "every repair is reported"
+    assert out["event_properties"]["flag_key"]
 
 
 @fuzz_settings(400)
@@ -728,18 +805,22 @@ def test_lambda_never_fails_for_bad_input(lambda_env: None, case: tuple[str, Any
 
 
 @pytest.mark.parametrize(
-    "event",
+    ("event", "rejected"),
     [
-        segment_event(1, "s", userId="\udc00"),  # too short: the error message quotes it
-        segment_event(2, "s", messageId="\ud800"),  # cannot be sent as JSON: listed with its messageId
+        (segment_event(1, "s", userId="\udc00"), True),  # too short: the error message quotes it
+        (segment_event(2, "s", messageId="\ud800"), False),  # repaired: the insert_id becomes U+FFFD
     ],
     ids=["in the error message", "in the messageId"],
 )
-def test_a_lone_surrogate_is_not_a_500(webhook: Any, lambda_env: None, event: dict[str, Any]) -> None:
+def test_a_lone_surrogate_is_not_a_500(
+    webhook: Any, lambda_env: None, event: dict[str, Any], rejected: bool
+) -> None:
     body = json.dumps(event).encode()  # ensure_ascii: the surrogate travels as the escape \udc00
     response = call_wsgi(webhook, body, headers={"X-Signature": sign(body, SECRET)})
     assert response.status == 200, response.body[:300]
-    assert json.loads(response.body)["rejected"], "refused for good, with the reason"
+    assert bool(json.loads(response.body)["rejected"]) is rejected, (
+        "refused for good with the reason, or sent"
+    )
     answer = lambda_handler(_lambda_event("v2", body, False, {"x-signature": sign(body, SECRET)}, "POST"))
     assert answer["statusCode"] == 200
 
@@ -751,10 +832,10 @@ def test_a_non_ascii_digit_content_length_is_400(webhook: Any) -> None:
     assert response.status == 400, response.body
 
 
-def test_a_huge_digit_session_id_is_a_validation_error() -> None:
+def test_a_huge_digit_session_id_is_left_out() -> None:
     event = segment_event(1, integrations={"Actions Amplitude": {"session_id": "7" * 5000}})
-    with pytest.raises(ValidationError):
-        to_amplitude_event(event)
+    out = to_amplitude_event(event)
+    assert "session_id" not in out and out["event_type"] == "$exposure"
 
 
 @pytest.mark.parametrize("field", ["type", "event", "flag_key", "variant", "experiment_key"])

@@ -41,6 +41,7 @@ EPILOGS = {
   segment-exposure doctor export.jsonl
   segment-exposure doctor export.jsonl --flags flags.json --json
   segment-exposure doctor - --allow-warnings < export.jsonl
+  segment-exposure doctor export.jsonl --expect-integrations-flag
 """,
 }
 
@@ -121,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--min-id-length", type=_positive_int, default=None)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument("--allow-warnings", action="store_true", help="exit 0 when only warnings are found")
+    doctor.add_argument(
+        "--expect-integrations-flag",
+        action="store_true",
+        help='warn about exposures without integrations {"Actions Amplitude": false} (information otherwise: '
+        "a destination filter on Segment's side, which an export cannot show, does the same job)",
+    )
     return parser
 
 
@@ -191,9 +198,15 @@ def _run_doctor(args: argparse.Namespace) -> int:
 
     flags = load_flag_variants(load_json_file(args.flags)) if args.flags else None
     with open_input(args.file) as source:
-        findings, total = audit(source, flags=flags, min_id_length=args.min_id_length)
+        findings, total = audit(
+            source,
+            flags=flags,
+            min_id_length=args.min_id_length,
+            expect_integrations_flag=args.expect_integrations_flag,
+        )
     errors = sum(f.severity == "error" for f in findings)
     warnings = sum(f.severity == "warning" for f in findings)
+    infos = sum(f.severity == "info" for f in findings)
     if args.json:
         print(
             json.dumps(
@@ -201,6 +214,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
                     "events": total,
                     "errors": errors,
                     "warnings": warnings,
+                    "info": infos,
                     "findings": [f.as_dict() for f in findings],
                 },
                 indent=2,

@@ -1,18 +1,22 @@
 """``segment-exposure doctor``: audit a Segment export for what silently spoils experiment results.
 
 Each check is a small function over one event; findings are counted with a few examples and a fix.
+Severities: "error" and "warning" set the exit code; "info" never does (things an export cannot settle,
+such as whether a destination filter on Segment's side keeps exposures from Segment's own Amplitude
+destination).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ..coerce import read_string, read_time_ms
 from ..exposure import EXPOSURE_EVENT
-from ..translate import id_problem, parse_time_ms
+from ..translate import id_problem
 from .records import BadRecord, iter_records
 
 __all__ = ["CHECKS", "Finding", "audit", "load_flag_variants"]
@@ -28,7 +32,7 @@ class Finding:
     """One kind of problem: how often, where (examples), and what to do about it."""
 
     check: str
-    severity: str  # "error" or "warning"
+    severity: str  # "error", "warning" or "info" (never affects the exit code)
     title: str
     fix: str
     count: int = 0
@@ -105,11 +109,16 @@ CHECKS: dict[str, tuple[str, str, str]] = {
         "timestamp more than 7 days old",
         "Amplitude's insert_id dedupe covers 7 days: replays older than that can duplicate",
     ),
-    "unparseable_timestamp": ("error", "timestamp missing or unreadable", "send ISO 8601 timestamps"),
-    "double_routing": (
+    "unparseable_timestamp": (
         "warning",
-        "exposures not kept from Segment's own Amplitude destination",
-        'add integrations {"Actions Amplitude": false} (or a destination filter) so Amplitude gets one copy',
+        "timestamp missing or unreadable (Amplitude then uses the upload time)",
+        "send ISO 8601 timestamps",
+    ),
+    "double_routing": (
+        "info",
+        'exposures without integrations {"Actions Amplitude": false}',
+        "fine with a destination filter on Segment's side (an export cannot show one); otherwise add the "
+        "integrations flag so Segment's own Amplitude destination does not send a second copy",
     ),
     "not_json_object": ("error", "records that are not JSON objects", "export one Segment event per line"),
 }
@@ -147,9 +156,16 @@ def audit(
     flags: Mapping[str, Mapping[str, set[str]]] | None = None,
     min_id_length: int | None = None,
     now_ms: int | None = None,
+    expect_integrations_flag: bool = False,
 ) -> tuple[list[Finding], int]:
-    """Run every check over ``source``; returns the findings with a count, and how many records were read."""
+    """Run every check over ``source``; returns the findings with a count, and how many records were read.
+
+    ``expect_integrations_flag`` makes a missing ``integrations: {"Actions Amplitude": false}`` a warning
+    (for pipelines that rely on the flag rather than on a destination filter); it is information otherwise.
+    """
     findings = {name: Finding(name, *spec) for name, spec in CHECKS.items()}
+    if expect_integrations_flag:
+        findings["double_routing"].severity = "warning"
     seen_ids: dict[str, int] = {}
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     state = _Audit(findings, flags or {}, min_id_length, now_ms)
@@ -220,7 +236,7 @@ def _check_flag_and_variant(audit: _Audit, event: Mapping[str, Any], where: str)
         audit.add("unset_variant", where, flag)
         return
     known = audit.flags.get(flag)
-    if known and variant not in known["keys"] and variant in known["values"]:
+    if known and isinstance(variant, str) and variant not in known["keys"] and variant in known["values"]:
         audit.add("variant_value_not_key", where, f"{flag}: {variant}")
 
 
@@ -232,31 +248,31 @@ def _check_ids(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
         ("anonymousId", event.get("anonymousId")),
         ("context.device.id", device.get("id")),
     ):
-        if isinstance(value, str):
-            problem = id_problem(value, min_id_length=audit.min_id_length)
+        text = value if isinstance(value, str) else None if value is None else read_string(value)
+        if text is not None:  # a numeric id is sent as its string form, so it is checked as one
+            problem = id_problem(text, min_id_length=audit.min_id_length)
             if problem:
-                audit.add("invalid_id", where, f"{field_name} {value[:40]!r}")
+                audit.add("invalid_id", where, f"{field_name} {text[:40]!r}")
     device_id, anonymous_id = device.get("id"), event.get("anonymousId")
     if isinstance(device_id, str) and device_id and device_id != anonymous_id:
         audit.add("device_id_mismatch", where)
 
 
 def _check_time(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
-    raw = next((event.get(k) for k in ("timestamp", "originalTimestamp", "receivedAt") if event.get(k)), None)
-    try:
-        at = parse_time_ms(raw) if isinstance(raw, str) else None
-    except Exception:
-        at = None
+    # The time the translator sends: the first readable of these (as Segment reads dates).
+    at = next(
+        (
+            t
+            for k in ("timestamp", "originalTimestamp", "receivedAt")
+            if (t := read_time_ms(event.get(k))) is not None
+        ),
+        None,
+    )
     if at is None:
         audit.add("unparseable_timestamp", where)
         return
-    reference = audit.now_ms
-    received = event.get("receivedAt")
-    if isinstance(received, str):
-        try:
-            reference = parse_time_ms(received)
-        except Exception:
-            reference = audit.now_ms
+    received = read_time_ms(event.get("receivedAt"))
+    reference = audit.now_ms if received is None else received
     if at > reference + FUTURE_SLACK_MS:
         audit.add("timestamp_future", where)
     elif at < reference - SEVEN_DAYS_MS:
@@ -273,9 +289,3 @@ def _check_routing(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
 
 
 _EXPOSURE_CHECKS: tuple[_Check, ...] = (_check_flag_and_variant, _check_ids, _check_time, _check_routing)
-
-
-def summarize(findings: Iterable[Finding]) -> tuple[int, int]:
-    """(errors, warnings) counted by finding kind."""
-    items = list(findings)
-    return sum(f.severity == "error" for f in items), sum(f.severity == "warning" for f in items)

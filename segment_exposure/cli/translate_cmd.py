@@ -23,17 +23,22 @@ def run_translate(
 ) -> int:
     """Translate every record; report each failure on ``err`` with its line and error class.
 
+    Events with odd secondary fields are repaired rather than failed (see
+    :func:`segment_exposure.translate.to_amplitude_event`); the summary counts them, and the repairs
+    themselves are logged at DEBUG by ``segment_exposure.translate``.
+
     Returns the exit code: 0, or 1 when ``strict`` and anything failed.
     """
-    translated = failed = 0
+    translated = failed = repaired = 0
     for record in iter_records(source):
         if isinstance(record, BadRecord):
             failed += 1
             err.write(f"line {record.line}: InvalidEventPayload: {record.error}\n")
             continue
+        repairs: list[str] = []
         try:
             event = to_amplitude_event(
-                record.value, min_id_length=min_id_length, exposure_events=exposure_events
+                record.value, min_id_length=min_id_length, exposure_events=exposure_events, repairs=repairs
             )
         except PermanentError as exc:
             failed += 1
@@ -41,5 +46,6 @@ def run_translate(
             continue
         out.write(json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n")
         translated += 1
-    err.write(f"translated {translated}, failed {failed}\n")
+        repaired += bool(repairs)
+    err.write(f"translated {translated} ({repaired} with repaired fields), failed {failed}\n")
     return 1 if strict and failed else 0

@@ -8,6 +8,9 @@
  * This is a port of the Python package segment-exposure (segment_exposure/translate.py and
  * segment_exposure/amplitude.py). It translates exactly as the Python code does; the same golden vectors
  * (tests/vectors/translate) and the same Amplitude fault matrix are run against both.
+ * One difference: Segment's own destination (and the Python translator with its useragent extra) derives
+ * os_name, os_version, device_manufacturer, device_model and device_type from context.userAgent; a
+ * Function can import no user-agent parser, so here those fields come only from the context itself.
  *
  * Settings (create them in the function's Settings tab):
  *   apiKey          (string, secret, required) the Amplitude project's API key
@@ -34,7 +37,6 @@ const DEFAULT_MIN_ID_LENGTH = 5
 const EXPERIMENT_PREFIX = '[experiment]' // user properties Amplitude Experiment owns (compared lower-cased)
 const SEGMENT_INTEGRATION = 'Actions Amplitude'
 const TIME_FIELDS = ['timestamp', 'originalTimestamp', 'receivedAt']
-const DAYS_IN_MONTH = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 
 // Ids Amplitude refuses whatever min_id_length says (compared lower-cased).
 const INVALID_IDS = new Set([
@@ -49,10 +51,11 @@ const CONTEXT_FIELDS = [
   ['device', [['brand', 'device_brand'], ['manufacturer', 'device_manufacturer'], ['model', 'device_model'],
     ['id', 'idfv']]],
   ['network', [['carrier', 'carrier']]],
-  ['location', [['country', 'country'], ['region', 'region'], ['city', 'city'], ['latitude', 'location_lat'],
-    ['longitude', 'location_lng']]],
+  ['location', [['country', 'country'], ['region', 'region'], ['city', 'city']]],
   ['library', [['name', 'library']]]
 ]
+const CAMPAIGN_FIELDS = [['source', 'utm_source'], ['medium', 'utm_medium'], ['name', 'utm_campaign'],
+  ['term', 'utm_term'], ['content', 'utm_content']]
 
 const ENDPOINTS = {
   US: 'https://api2.amplitude.com/2/httpapi',
@@ -100,10 +103,6 @@ function copyObject (obj) {
 // Python's len(): code points, not UTF-16 units, so "an emoji" is one character as in Python.
 function codePointLength (text) {
   return Array.from(text).length
-}
-
-function isAscii (text) {
-  return /^[\x00-\x7f]*$/.test(text) // eslint-disable-line no-control-regex
 }
 
 function isDigits (text) {
@@ -162,9 +161,40 @@ function sleep (ms) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Time: ISO 8601 with a zone, to epoch milliseconds (a port of parse_time_ms)
+// Reading Segment's loosely typed values as Segment's Amplitude destination does (a port of
+// segment_exposure/coerce.py). None of these throws: an odd secondary field is repaired or left out.
 
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+const MAX_DATE_MS = 8640000000000000 // JavaScript's Date range
+const SPACE = '[ \\t\\n\\r\\f\\v]' // white space, as the Python port counts it
+const ISO_RE = new RegExp('^(\\d{4})-(\\d{2})-(\\d{2})(?:[Tt ](\\d{2}):(\\d{2})(?::(\\d{2})(?:[.,](\\d+))?)?)?' +
+  '(?:([Zz])|([+-])(\\d{2})(?::?(\\d{2}))?)?$')
+const RFC2822_RE = new RegExp(`^(?:[A-Za-z]{3},${SPACE}*)?(\\d{1,2})${SPACE}+([A-Za-z]{3})${SPACE}+(\\d{4})` +
+  `${SPACE}+(\\d{2}):(\\d{2})(?::(\\d{2}))?(?:${SPACE}*(GMT|UTC|UT|Z|[+-]\\d{4}))?$`)
+const NUMBER_RE = new RegExp(`^${SPACE}*[+-]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][+-]?\\d+)?${SPACE}*$`)
+const TRIM_RE = new RegExp(`^${SPACE}+|${SPACE}+$`, 'g')
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec']
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+
+// A string field: strings as they are, numbers and booleans in their string form; null for the rest.
+function readString (value) {
+  if (typeof value === 'string') return value
+  if (typeof value === 'boolean') return value ? 'true' : 'false'
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value)
+  return null
+}
+
+// A number field (latitude, longitude): numbers, or numeric strings read as numbers.
+function readNumber (value) {
+  if (typeof value === 'number') return Number.isFinite(value) ? value : null
+  if (typeof value === 'string' && NUMBER_RE.test(value)) {
+    const number = Number(value.replace(TRIM_RE, ''))
+    return Number.isFinite(number) ? number : null
+  }
+  return null
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm); a day past the month's end
+// rolls into the next month, as Date.UTC (and so Segment) does.
 function daysFromCivil (year, month, day) {
   if (month <= 2) year -= 1
   const era = Math.floor(year / 400)
@@ -174,69 +204,94 @@ function daysFromCivil (year, month, day) {
   return era * 146097 + doe - 719468
 }
 
-// Throws a plain Error (Python's ValueError) whose message the caller wraps in InvalidEventPayload.
-// A time without a zone is refused: guessing local time is how exposures land on the wrong day.
-function parseTimeMs (value) {
-  if (typeof value !== 'string') throw new Error(`expected an ISO 8601 string, got ${kind(value)}`)
-  const s = value
-  if (!isAscii(s) || s.length < 20 || s[4] !== '-' || s[7] !== '-' || !'Tt '.includes(s[10]) ||
-      s[13] !== ':' || s[16] !== ':') {
-    throw new Error(`${show(value)} is not YYYY-MM-DDTHH:MM:SS followed by Z or an offset`)
+function isoMs (text) {
+  const m = ISO_RE.exec(text)
+  if (m === null) return null
+  const [, year, month, day, hour, minute, second, fraction, , sign, offH, offM] = m
+  const monthN = Number(month)
+  const dayN = Number(day)
+  const hourN = hour ? Number(hour) : 0
+  const minuteN = minute ? Number(minute) : 0
+  const secondN = second ? Number(second) : 0
+  if (monthN < 1 || monthN > 12 || dayN < 1 || dayN > 31 || minuteN > 59 || secondN > 59) return null
+  if (hourN > 24 || (hourN === 24 && (minuteN || secondN || (fraction && Number(fraction))))) return null
+  const millis = fraction ? Number((fraction + '00').slice(0, 3)) : 0 // cut, not rounded
+  let offset = 0
+  if (sign) {
+    const hours = Number(offH)
+    const minutes = Number(offM || 0)
+    if (hours > 23 || minutes > 59) return null
+    offset = (hours * 60 + minutes) * (sign === '-' ? -1 : 1)
   }
-  const digits = s.slice(0, 4) + s.slice(5, 7) + s.slice(8, 10) + s.slice(11, 13) + s.slice(14, 16) +
-    s.slice(17, 19)
-  if (!isDigits(digits)) throw new Error(`${show(value)} has a non-digit in its date or time`)
-  const year = Number(s.slice(0, 4))
-  const month = Number(s.slice(5, 7))
-  const day = Number(s.slice(8, 10))
-  const hour = Number(s.slice(11, 13))
-  const minute = Number(s.slice(14, 16))
-  const second = Number(s.slice(17, 19))
+  const days = daysFromCivil(Number(year), monthN, dayN)
+  return (((days * 24 + hourN) * 60 + minuteN - offset) * 60 + secondN) * 1000 + millis
+}
 
-  let rest = s.slice(19)
-  let millis = 0
-  if (rest[0] === '.' || rest[0] === ',') {
-    let cut
-    if (rest.endsWith('Z') || rest.endsWith('z')) {
-      cut = rest.length - 1
-    } else {
-      cut = Math.max(rest.lastIndexOf('+'), rest.lastIndexOf('-'))
-      if (cut < 0) throw new Error(`${show(value)} has no zone: add Z (UTC) or an offset such as +02:00`)
-    }
-    const fraction = rest.slice(1, cut)
-    if (!isDigits(fraction)) throw new Error(`${show(value)} has a malformed fraction of a second`)
-    millis = Number((fraction + '00').slice(0, 3)) // cut, not rounded, as JavaScript's Date does
-    rest = rest.slice(cut)
+function rfc2822Ms (text) {
+  const m = RFC2822_RE.exec(text)
+  if (m === null) return null
+  const [, day, monthName, year, hour, minute, second, zone] = m
+  const month = MONTHS.indexOf(monthName.toLowerCase()) + 1
+  const dayN = Number(day)
+  const hourN = Number(hour)
+  const minuteN = Number(minute)
+  const secondN = Number(second || 0)
+  if (month === 0 || dayN < 1 || dayN > 31 || hourN > 23 || minuteN > 59 || secondN > 59) return null
+  let offset = 0
+  if (zone && (zone[0] === '+' || zone[0] === '-')) {
+    offset = (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(3, 5))) * (zone[0] === '-' ? -1 : 1)
   }
+  const days = daysFromCivil(Number(year), month, dayN)
+  return (((days * 24 + hourN) * 60 + minuteN - offset) * 60 + secondN) * 1000
+}
 
-  let offsetMinutes = 0
-  if (rest === 'Z' || rest === 'z') {
-    // UTC
-  } else if (rest && (rest[0] === '+' || rest[0] === '-')) {
-    let zone = rest.slice(1)
-    if (zone.length === 5 && zone[2] === ':') zone = zone.slice(0, 2) + zone.slice(3)
-    if (zone.length === 2) zone += '00'
-    if (zone.length !== 4 || !isDigits(zone)) {
-      throw new Error(`${show(value)} has a malformed offset: use Z, +HH:MM, +HHMM or +HH`)
-    }
-    const offH = Number(zone.slice(0, 2))
-    const offM = Number(zone.slice(2))
-    if (offH > 23 || offM > 59) throw new Error(`${show(value)} has an offset out of range`)
-    offsetMinutes = (rest[0] === '-' ? -1 : 1) * (offH * 60 + offM)
-  } else if (!rest) {
-    throw new Error(`${show(value)} has no zone: add Z (UTC) or an offset such as +02:00`)
+// Epoch ms of a time Segment reads (ISO 8601, zone-less as UTC; RFC 2822; epoch-ms numbers), else null.
+function readTimeMs (value) {
+  let ms
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value) || value === 0) return null // Segment skips a falsy time
+    ms = Math.trunc(value) // toward zero, as Date does
+  } else if (typeof value === 'string') {
+    if (!value || value.length > 64) return null
+    const text = value.replace(TRIM_RE, '')
+    ms = isoMs(text)
+    if (ms === null) ms = rfc2822Ms(text)
+    if (ms === null) return null
   } else {
-    throw new Error(`${show(value)} has unexpected text after the seconds`)
+    return null
   }
+  if (Math.abs(ms) > MAX_DATE_MS) return null
+  return ms === 0 ? 0 : ms // no -0
+}
 
-  if (year < 1 || month < 1 || month > 12) throw new Error(`${show(value)} has a year or month out of range`)
-  let dim = DAYS_IN_MONTH[month]
-  if (month === 2 && year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0)) dim = 29
-  if (day < 1 || day > dim || hour > 23 || minute > 59 || second > 59) {
-    throw new Error(`${show(value)} has a day, hour, minute or second out of range`)
+// integrations["Actions Amplitude"].session_id as Segment converts it, or null (leave it out).
+function readSessionId (value) {
+  if (typeof value === 'string' && isDigits(value)) {
+    if (value.length > 16) return null
+    const number = Number(value)
+    return number <= Number.MAX_SAFE_INTEGER ? number : null
   }
-  const days = daysFromCivil(year, month, day)
-  return (((days * 24 + hour) * 60 + minute - offsetMinutes) * 60 + second) * 1000 + millis
+  if (typeof value === 'string' || typeof value === 'number') return readTimeMs(value)
+  return null
+}
+
+// value with lone surrogates (half an emoji) replaced by U+FFFD, in keys and values; state.changed is set.
+function wellFormed (value, state) {
+  if (typeof value === 'string') {
+    const fixed = value.replace(LONE_SURROGATE, '\ufffd')
+    if (fixed !== value) state.changed = true
+    return fixed
+  }
+  if (Array.isArray(value)) return value.map((v) => wellFormed(v, state))
+  if (isObject(value)) {
+    const out = {}
+    for (const [key, v] of Object.entries(value)) {
+      Object.defineProperty(out, wellFormed(key, state),
+        { value: wellFormed(v, state), enumerable: true, writable: true, configurable: true })
+    }
+    return out
+  }
+  return value
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -282,41 +337,153 @@ function stripExperiment (traits) {
   return cleaned
 }
 
-// integrations["Actions Amplitude"].session_id as Amplitude wants it: an integer.
-function sessionId (event) {
+// An id as Segment reads it: numbers and booleans in their string form; null, "" and objects absent.
+function identityValue (value, field, notes) {
+  if (typeof value === 'string') return value || null
+  if (value === null) return null
+  const text = readString(value)
+  if (text === null) {
+    notes.push(`${field} left out: ${kind(value)} is not an id`)
+    return null
+  }
+  notes.push(`${field} ${show(value)} sent as the string ${show(text)}`)
+  return text || null
+}
+
+function addString (out, target, value, where, notes) {
+  if (typeof value === 'string') {
+    if (value) out[target] = value
+    return
+  }
+  if (value === null) return
+  const text = readString(value)
+  if (text === null) notes.push(`${where} left out: ${kind(value)} where a string belongs`)
+  else if (text) out[target] = text
+}
+
+// Segment's default context mapping. No user-agent parsing here: the Functions runtime allows no imports
+// (the one difference from the Python translator with its useragent extra).
+function addContext (out, context, device, notes) {
+  for (const [section, pairs] of CONTEXT_FIELDS) {
+    const sub = section === 'device' ? device : get(context, section)
+    if (!isObject(sub)) continue
+    for (const [sourceKey, target] of pairs) {
+      const value = get(sub, sourceKey)
+      if (value !== null) addString(out, target, value, `context.${section}.${sourceKey}`, notes)
+    }
+  }
+  const location = get(context, 'location')
+  if (isObject(location)) {
+    for (const [sourceKey, target] of [['latitude', 'location_lat'], ['longitude', 'location_lng']]) {
+      const value = get(location, sourceKey)
+      if (value === null || value === '') continue
+      const number = readNumber(value)
+      if (number === null) {
+        notes.push(`context.location.${sourceKey} ${show(value)} left out: not a number`)
+      } else {
+        if (typeof value !== 'number') notes.push(`context.location.${sourceKey} ${show(value)} read as ${number}`)
+        out[target] = number
+      }
+    }
+  }
+  const type = get(device, 'type')
+  if (type !== null) addString(out, 'platform', type, 'context.device.type', notes)
+  if (out.platform !== undefined) {
+    out.platform = out.platform.replace(/ios/i, 'iOS').replace(/android/i, 'Android')
+  } else if (out.library === 'analytics.js') {
+    out.platform = 'Web'
+  }
+  let adId = get(device, 'advertisingId')
+  if (adId === null) adId = get(device, 'idfa') // as in Segment, "" counts as given
+  if (adId !== null) {
+    addString(out, 'idfa', adId, 'context.device.advertisingId', notes)
+    if (out.idfa !== undefined) out.adid = out.idfa
+  }
+  const locale = get(context, 'locale')
+  if (locale !== null) addString(out, 'language', locale, 'context.locale', notes)
+  const ip = get(context, 'ip')
+  if (typeof ip === 'string') {
+    if (ip) out.ip = ip
+  } else if (ip !== null) {
+    notes.push(`context.ip ${show(ip)} left out: an IP address is a string`)
+  }
+}
+
+// Segment's $setOnce {initial_referrer, initial_utm_*} and $set {referrer, utm_*} defaults.
+function utmProperties (context, notes) {
+  const setOnce = {}
+  const always = {}
+  const pairs = []
+  const page = get(context, 'page')
+  const campaign = get(context, 'campaign')
+  if (isObject(page)) pairs.push(['referrer', get(page, 'referrer'), 'context.page.referrer'])
+  if (isObject(campaign)) {
+    for (const [sourceKey, name] of CAMPAIGN_FIELDS) {
+      pairs.push([name, get(campaign, sourceKey), `context.campaign.${sourceKey}`])
+    }
+  }
+  for (const [name, value, where] of pairs) {
+    if (value === null) continue
+    const text = readString(value)
+    if (text === null) {
+      notes.push(`${where} left out: ${kind(value)} where a string belongs`)
+      continue
+    }
+    setOnce['initial_' + name] = text
+    always[name] = text
+  }
+  if (!Object.values(always).some((v) => v !== '')) return [{}, {}] // Segment sends neither
+  return [setOnce, always]
+}
+
+// traits (also {}, as Segment sends it) with the utm/referrer operations; null if neither.
+function userProperties (event, context, notes) {
+  const traits = get(event, 'traits')
+  let props = null
+  if (isObject(traits)) props = stripExperiment(traits)
+  else if (traits !== null) notes.push(`traits left out: ${kind(traits)}, not an object`)
+  if (context !== null) {
+    const [setOnce, always] = utmProperties(context, notes)
+    if (Object.keys(always).length) {
+      props = props === null ? {} : copyObject(props)
+      for (const [operation, values] of [['$setOnce', setOnce], ['$set', always]]) {
+        const given = get(props, operation)
+        // Segment replaces a $set / $setOnce the traits carry; merging keeps the sender's values.
+        const merged = isObject(given) ? { ...copyObject(given), ...values } : values
+        Object.defineProperty(props, operation, { value: merged, enumerable: true, writable: true, configurable: true })
+      }
+    }
+  }
+  return props
+}
+
+// timestamp read as Segment reads it; when missing or unreadable, originalTimestamp, then receivedAt.
+function eventTime (event, notes) {
+  for (const field of TIME_FIELDS) {
+    const raw = get(event, field)
+    if (raw === null) continue
+    const ms = readTimeMs(raw)
+    if (ms !== null) return ms
+    notes.push(`${field} ${show(raw)} cannot be read as a time`)
+  }
+  notes.push('no readable time: Amplitude will use the upload time')
+  return null
+}
+
+function sessionId (event, notes) {
   const integrations = get(event, 'integrations')
   if (!isObject(integrations)) return null
   const settings = get(integrations, SEGMENT_INTEGRATION)
   if (!isObject(settings)) return null
   const raw = get(settings, 'session_id')
   if (raw === null) return null
-  // An epoch-ms session start is far below 2^53; beyond it a number is not exact here, so (as in the
-  // Python translator) anything outside the safe-integer range is refused.
-  if (typeof raw === 'number' && Number.isSafeInteger(raw)) return raw
-  if (typeof raw === 'string' && isDigits(raw) && raw.length <= 16 && Number.isSafeInteger(Number(raw))) {
-    return Number(raw)
+  const session = readSessionId(raw)
+  if (session === null) {
+    notes.push(`session_id ${show(raw)} left out: no session start can be read from it`)
+  } else if (!(typeof raw === 'number' && Number.isInteger(raw)) && !(typeof raw === 'string' && isDigits(raw))) {
+    notes.push(`session_id ${show(raw)} read as ${session}`)
   }
-  throw new ValidationError(
-    `integrations["${SEGMENT_INTEGRATION}"].session_id is ${show(raw)}; Amplitude needs an integer ` +
-    '(the session start in epoch milliseconds) or an all-digit string: fix the sender, or remove it')
-}
-
-// [userId, deviceId, where deviceId came from], absent values as null; throws on non-strings.
-function identity (event, device) {
-  const userId = get(event, 'userId')
-  if (userId !== null && typeof userId !== 'string') {
-    throw new InvalidEventPayload(`userId must be a string, got ${kind(userId)}: send ids as strings`)
-  }
-  let source = 'context.device.id'
-  let deviceId = get(device, 'id')
-  if (deviceId === null || deviceId === '') {
-    source = 'anonymousId'
-    deviceId = get(event, 'anonymousId')
-  }
-  if (deviceId !== null && typeof deviceId !== 'string') {
-    throw new InvalidEventPayload(`${source} must be a string, got ${kind(deviceId)}: send ids as strings`)
-  }
-  return [userId || null, deviceId || null, source]
+  return session
 }
 
 function exposureProperties (event) {
@@ -331,69 +498,7 @@ function exposureProperties (event) {
     throw new InvalidEventPayload(
       `properties.flag_key is ${show(flagKey)}: an exposure needs the flag key as a non-empty string`)
   }
-  const out = copyObject(props)
-  const variant = get(props, 'variant')
-  if (variant === null) {
-    delete out.variant // a null or missing variant unsets the user's variant: leave it out
-  } else if (typeof variant !== 'string' || !variant) {
-    throw new InvalidEventPayload(
-      `properties.variant is ${show(variant)}: send the variant key as a non-empty string, ` +
-      "or null/leave it out to unset the user's variant")
-  }
-  const experimentKey = get(props, 'experiment_key')
-  if (experimentKey === null) {
-    delete out.experiment_key
-  } else if (typeof experimentKey !== 'string' || !experimentKey) {
-    throw new InvalidEventPayload(
-      `properties.experiment_key is ${show(experimentKey)}: send a non-empty string or leave it out`)
-  }
-  return out
-}
-
-function eventTime (event) {
-  for (const field of TIME_FIELDS) {
-    const raw = get(event, field)
-    if (raw === null) continue
-    try {
-      return parseTimeMs(raw)
-    } catch (err) {
-      throw new InvalidEventPayload(`${field} cannot be read: ${err.message}`)
-    }
-  }
-  throw new InvalidEventPayload(
-    'the event has no time: set timestamp (or originalTimestamp / receivedAt) to an ISO 8601 ' +
-    'string with a zone')
-}
-
-// Segment's default context mapping; null and empty-string values are left out, others pass as given.
-function addContext (out, context, device) {
-  for (const [section, pairs] of CONTEXT_FIELDS) {
-    const sub = get(context, section)
-    if (!isObject(sub)) continue
-    for (const [sourceKey, target] of pairs) {
-      const value = get(sub, sourceKey)
-      if (value !== null && value !== '') out[target] = value
-    }
-  }
-  let platform = get(device, 'type')
-  if (platform !== null && platform !== '') {
-    if (typeof platform === 'string') {
-      const lowered = platform.toLowerCase()
-      if (lowered === 'ios') platform = 'iOS'
-      else if (lowered === 'android') platform = 'Android'
-    }
-    out.platform = platform
-  }
-  let adId = get(device, 'advertisingId')
-  if (adId === null || adId === '') adId = get(device, 'idfa')
-  if (adId !== null && adId !== '') {
-    out.idfa = adId
-    out.adid = adId
-  }
-  const locale = get(context, 'locale')
-  if (locale !== null && locale !== '') out.language = locale
-  const ip = get(context, 'ip')
-  if (ip !== null && ip !== '') out.ip = ip
+  return copyObject(props) // passed as given, variant and experiment_key included (as Segment does)
 }
 
 // options: {minIdLength: positive integer, exposureEvents: array of names}, from translationOptions().
@@ -416,26 +521,25 @@ function toAmplitudeEvent (event, options) {
   }
   const eventProperties = exposureProperties(event)
 
-  const context = isObject(get(event, 'context')) ? get(event, 'context') : null
-  const device = context && isObject(get(context, 'device')) ? get(context, 'device') : {}
-  const [userId, deviceId, deviceSource] = identity(event, device)
+  const notes = []
+  let context = get(event, 'context')
+  if (!isObject(context)) {
+    if (context !== null) notes.push(`context left out: ${kind(context)}, not an object`)
+    context = null
+  }
+  const device = context !== null && isObject(get(context, 'device')) ? get(context, 'device') : {}
+  const userId = identityValue(get(event, 'userId'), 'userId', notes)
+  let deviceSource = 'context.device.id'
+  let deviceId = identityValue(get(device, 'id'), deviceSource, notes)
+  if (deviceId === null) { // also for "": Segment would send no device_id at all (a deliberate deviation)
+    deviceSource = 'anonymousId'
+    deviceId = identityValue(get(event, 'anonymousId'), deviceSource, notes)
+  }
   if (userId === null && deviceId === null) {
     throw new InvalidEventPayload(
       'the event has no identity: set userId, anonymousId or context.device.id so Amplitude ' +
       'knows who was exposed')
   }
-
-  const out = { event_type: EXPOSURE_EVENT } // Amplitude only counts this exact name
-  if (userId !== null) out.user_id = userId
-  if (deviceId !== null) out.device_id = deviceId
-
-  const messageId = get(event, 'messageId')
-  if (messageId !== null && typeof messageId !== 'string') {
-    throw new InvalidEventPayload(`messageId must be a string, got ${kind(messageId)}`)
-  }
-  if (messageId) out.insert_id = messageId // retries are then deduplicated by Amplitude
-  out.time = eventTime(event)
-
   if (userId !== null) {
     const problem = idProblem(userId, options.minIdLength)
     if (problem !== null) throw new ValidationError(`userId ${problem}`)
@@ -444,16 +548,38 @@ function toAmplitudeEvent (event, options) {
     const problem = idProblem(deviceId, options.minIdLength)
     if (problem !== null) throw new ValidationError(`${deviceSource} ${problem}`)
   }
-  const session = sessionId(event)
 
-  out.event_properties = eventProperties
-  const traits = get(event, 'traits')
-  if (isObject(traits) && Object.keys(traits).length > 0) {
-    const userProperties = stripExperiment(traits)
-    if (Object.keys(userProperties).length > 0) out.user_properties = userProperties
+  let out = { event_type: EXPOSURE_EVENT } // Amplitude only counts this exact name
+  if (userId !== null) out.user_id = userId
+  if (deviceId !== null) out.device_id = deviceId
+  const messageId = get(event, 'messageId')
+  if (typeof messageId === 'string') {
+    if (messageId) out.insert_id = messageId // retries are then deduplicated by Amplitude
+  } else if (messageId !== null) {
+    const insertId = typeof messageId === 'boolean' ? null : readString(messageId)
+    if (insertId === null) {
+      notes.push(`messageId ${show(messageId)} is not an id: no insert_id`)
+    } else {
+      notes.push(`messageId ${show(messageId)} sent as the insert_id ${show(insertId)}`)
+      out.insert_id = insertId
+    }
   }
+  const time = eventTime(event, notes)
+  if (time !== null) out.time = time
+  out.event_properties = eventProperties
+  const props = userProperties(event, context, notes)
+  if (props !== null) out.user_properties = props
+  const session = sessionId(event, notes)
   if (session !== null) out.session_id = session
-  if (context !== null) addContext(out, context, device)
+  if (context !== null) addContext(out, context, device, notes)
+
+  const state = { changed: false }
+  const fixed = wellFormed(out, state)
+  if (state.changed) {
+    out = fixed
+    notes.push('lone surrogates replaced by U+FFFD so the event is valid UTF-8')
+  }
+  if (notes.length) console.log(`exposure ${show(messageId)} repaired: ${notes.join('; ')}`)
   return out
 }
 
