@@ -27,6 +27,7 @@ import requests
 import yaml
 
 from segment_exposure.metrics.webhook import EVENT_OUTCOMES
+from segment_exposure.stats import DROP_REASONS
 from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
 
 from .amplitude_cases import segment_event
@@ -258,7 +259,7 @@ def test_prometheus_stores_what_the_emulators_counted(stack: dict[str, Any]) -> 
     assert wait_until(
         lambda: (
             prometheus.scalar("sum(up)") == 2
-            and prometheus.scalar("count(segment_exposure_provider_dropped_total)") == 7
+            and prometheus.scalar("count(segment_exposure_provider_dropped_total)") == len(DROP_REASONS)
             and prometheus.scalar("count(segment_exposure_destination_events_total)") == 4
         ),
         timeout=60,
