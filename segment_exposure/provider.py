@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from time import time as _time
 from typing import Any
 
-from . import segment_client
+from . import deployment, segment_client
 from .dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from .exposure import EXPOSURE_EVENT, Exposure
 from .identity import _bound, context_from_user, identity_from_user
@@ -48,6 +48,11 @@ logging.getLogger("segment").addFilter(_redactor)
 log.addFilter(_redactor)
 
 _live: weakref.WeakSet[SegmentExposureTrackingProvider] = weakref.WeakSet()
+
+_getpid = os.getpid
+# One lock per process id, made in that process: a lock inherited through fork() may be held by a
+# thread that does not exist in the child.
+_pid_locks: dict[int, threading.Lock] = {}
 
 
 def _after_fork_in_child() -> None:
@@ -129,7 +134,7 @@ class SegmentExposureTrackingProvider:
         self._direct = segment_client.accepts_direct_enqueue(analytics)
         # An in-memory, sync_mode or send=False client: track() returning is the delivery.
         self._synchronous = (
-            not isinstance(getattr(analytics, "queue", None), queue.Queue)
+            not segment_client.is_task_queue(getattr(analytics, "queue", None))
             or bool(getattr(analytics, "sync_mode", False))
             or getattr(analytics, "send", True) is False
         )
@@ -147,6 +152,10 @@ class SegmentExposureTrackingProvider:
         self._count_deduplicated = self._stats.deduplicated.incr_one
         self._revive_lock = threading.Lock()
         self._init_runtime()
+        problem = deployment.threads_unavailable()
+        if problem is not None:
+            self._threadless = True
+            deployment.warn_once(problem)
         _live.add(self)
         atexit.register(self._at_exit)
         if flush_on_sigterm:
@@ -158,6 +167,8 @@ class SegmentExposureTrackingProvider:
     _unusual = False
     _forked = False
     _closed = False
+    # The server gives Python no threads (uWSGI without --enable-threads): nothing could ever be sent.
+    _threadless = False
 
     def _set_state(self, *, forked: bool | None = None, closed: bool | None = None) -> None:
         if forked is not None:
@@ -181,6 +192,27 @@ class SegmentExposureTrackingProvider:
         self._worker = threading.Thread(target=self._run, name="segment-exposure-worker", daemon=True)
         with segment_client.main_thread_signals():
             self._worker.start()
+        self._pid = _getpid()  # last: a process-id match means this runtime is ready
+
+    def _check_process(self, *, revive: bool) -> None:
+        """Notice a fork that ``os.register_at_fork`` hooks never saw, and adopt this process.
+
+        uWSGI forks its workers with C ``fork()``, which runs no Python hooks: the parent's threads are
+        gone, yet look alive, and locks they held stay locked. So the process id is compared where it
+        is cheap to (new exposures, flush, shutdown, the exit hook), as sentry-python does.
+        """
+        pid = _getpid()
+        if self._pid == pid:
+            return
+        with _pid_locks.setdefault(pid, threading.Lock()):
+            for other in [p for p in _pid_locks if p != pid]:
+                _pid_locks.pop(other, None)
+            if self._pid == pid:
+                return
+            if not self._forked:
+                self._reset_after_fork()
+            if revive:
+                self._revive()
 
     def _reset_after_fork(self) -> None:
         # Runs in the child right after fork(), when only this thread exists. Locks that another thread
@@ -192,8 +224,8 @@ class SegmentExposureTrackingProvider:
 
     def _revive(self) -> None:
         with self._revive_lock:
-            if not self._forked:
-                return
+            if not self._forked or self._threadless:
+                return  # thread-less: stay forked, so flush() and shutdown() wait for nothing
             if self._closed:
                 self._set_state(forked=False)
                 return
@@ -201,13 +233,14 @@ class SegmentExposureTrackingProvider:
             self._set_state(forked=False)
 
     def _revive_runtime(self) -> None:
-        if hasattr(self._analytics, "consumers") and isinstance(
-            getattr(self._analytics, "queue", None), queue.Queue
+        if hasattr(self._analytics, "consumers") and segment_client.is_task_queue(
+            getattr(self._analytics, "queue", None)
         ):
             segment_client.revive_after_fork(self._analytics)
         self._init_runtime()
 
     def _at_exit(self) -> None:
+        self._check_process(revive=False)
         if not self._closed:
             self.shutdown(self.flush_timeout)
 
@@ -294,6 +327,8 @@ class SegmentExposureTrackingProvider:
 
     def _track_new(self, exposure: Exposure, user: object, now: float) -> bool:
         """The send path: validate, size-check, record in the dedupe cache and queue for the worker."""
+        if self._pid != _getpid():
+            self._check_process(revive=True)
         user_id, device_id = identity_from_user(user)
         if user_id is None and device_id is None:
             return self._drop("no_identity", exposure)
@@ -315,6 +350,8 @@ class SegmentExposureTrackingProvider:
         # opted-in metadata are sized exactly on the worker thread (counted as too_large there).
         if size > _CHEAP_SIZE_BOUND and self._too_large(exposure, user, user_id, device_id):
             return self._drop("too_large", exposure)
+        if self._threadless:
+            return self._drop(deployment.THREADS_DISABLED, exposure)
         key = dedupe_key(user_id, device_id, flag_key, experiment_key)
         decision = self._dedupe.decide(key, variant, now)
         if not decision.send:
@@ -495,9 +532,15 @@ class SegmentExposureTrackingProvider:
 
     def _wait_for_room(self) -> bool:
         q = getattr(self._analytics, "queue", None)
-        if not isinstance(q, queue.Queue):
+        if not segment_client.is_task_queue(q):
             return False
         deadline = time.monotonic() + 60.0
+        if not hasattr(q, "not_full"):  # gevent's queue.Queue: poll (its sleep yields)
+            while q.full():
+                if time.monotonic() >= deadline or self._closed:
+                    return False
+                time.sleep(0.05)
+            return True
         with q.not_full:
             # len(q.queue), not q.qsize(): qsize() takes q.mutex, which not_full already holds.
             while q.maxsize > 0 and len(q.queue) >= q.maxsize:
@@ -548,6 +591,7 @@ class SegmentExposureTrackingProvider:
         """
         try:
             deadline = time.monotonic() + max(0.0, timeout)
+            self._check_process(revive=False)
             failures_before = self._stats.dropped["delivery_failed"].value
             if self._forked:
                 return True  # nothing of this process's own is queued yet
@@ -562,11 +606,14 @@ class SegmentExposureTrackingProvider:
 
         What is still queued at the deadline is counted as dropped with reason ``shutdown``.
         """
+        self._check_process(revive=False)
         if self._closed:
             return True
         if self._forked:
-            # A forked child that never tracked: what is queued belongs to the parent, which sends it.
+            # A forked child that never tracked: what is queued belongs to the parent, which sends it,
+            # and the parent's threads do not exist here (Segment's own exit hook would wait for them).
             self._set_state(closed=True)
+            segment_client.forget_parent_threads(self._analytics)
             return True
         deadline = time.monotonic() + max(0.0, timeout)
         delivered = self.flush(timeout)
@@ -599,6 +646,7 @@ class SegmentExposureTrackingProvider:
 
     def stats(self) -> dict[str, Any]:
         """Counters: tracked, deduplicated, enqueued, delivered, and dropped by reason."""
+        self._check_process(revive=False)
         pending = self._queue.qsize()
         return self._stats.snapshot(
             pending=pending, dedupe_entries=len(self._dedupe), dedupe_evictions=self._dedupe.evictions

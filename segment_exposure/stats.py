@@ -16,6 +16,7 @@ DROP_REASONS = (
     "queue_full",  # the provider's or Segment's queue was full
     "delivery_failed",  # Segment's client gave up on the batch (on_error)
     "shutdown",  # still queued when the shutdown or exit deadline passed, or tracked after shutdown
+    "threads_disabled",  # the server runs Python without threads (uWSGI without --enable-threads)
     "error",  # an unexpected exception, logged with its traceback
 )
 

@@ -1,0 +1,277 @@
+"""The deployment-server matrix: every server and mode apps really run under.
+
+Each row starts a real server process (or a Celery worker) whose app creates its provider at import
+time (``tests/servers/exposure_app.py``), sends it real requests (or tasks), and checks, against the
+real Segment client posting to a local ``SegmentCollector``: every exposure delivered while the server
+runs, and after SIGTERM a stop within ``flush_timeout`` + 5 s with nothing lost. A mode where delivery
+cannot work instead shows the one warning and counts every exposure as dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segment_exposure.testing import SegmentCollector
+
+from .conftest import WRITE_KEY, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = Path(__file__).resolve().parent / "servers"
+FLUSH_TIMEOUT = 3.0
+STACKS_SIGNAL = signal.SIGRTMIN + 1  # tests/servers/exposure_app.py prints every thread's stack on it
+STOP_BOUND = FLUSH_TIMEOUT + 5  # the issue's bound for a stop after SIGTERM
+RUNNING = 12  # exposures tracked, then waited for while the server runs
+AT_STOP = 6  # more exposures tracked right before SIGTERM: the exit flush must send them
+IN_CI = os.environ.get("CI") == "true"
+#: uWSGI before 2.0.27 runs Python without threads unless --enable-threads is given (later versions
+#: always enable them). .ci/run builds it here; UWSGI_LEGACY overrides the path.
+LEGACY_UWSGI = Path(os.environ.get("UWSGI_LEGACY", ROOT / ".ci" / "cache" / "uwsgi-2.0.26" / "bin" / "uwsgi"))
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    pids.append(int(entry.name))
+            except ProcessLookupError:
+                pass
+    return pids
+
+
+@dataclass
+class Row:
+    """One server and mode: the command (``{port}`` filled in) and what must happen under it."""
+
+    argv: list[str]
+    supported: bool = True
+    workers: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+    #: Sent to the process group (the whole tree), as a terminal or container runtime would.
+    signal_group: bool = False
+    needs: str | None = None  # an executable that must exist (FAIL in CI when missing)
+
+
+PY = sys.executable
+GUNICORN = [PY, "-m", "gunicorn", "--chdir", str(SERVERS), "--bind", "127.0.0.1:{port}", "--workers", "2"]
+GUNICORN.append("--no-control-socket")  # gunicorn >= 24 would share one socket in $HOME between tests
+PYUWSGI = [PY, "-c", "import sys, pyuwsgi; sys.exit(pyuwsgi.run())"]
+UWSGI_COMMON = [
+    "--master",
+    "--processes",
+    "2",
+    # uWSGI's graceful stop on SIGTERM (its own SIGTERM reloads; --die-on-term kills workers mid-request).
+    "--hook-master-start",
+    "unix_signal:15 gracefully_kill_them_all",
+    "--http-socket",
+    "127.0.0.1:{port}",
+    "--chdir",
+    str(SERVERS),
+    "--wsgi-file",
+    str(SERVERS / "wsgi_app.py"),
+    "--disable-logging",
+]
+
+
+def _gunicorn(worker: str, preload: bool) -> Row:
+    argv = [*GUNICORN, "--worker-class", worker]
+    if worker == "gthread":
+        argv += ["--threads", "4"]
+    if preload:
+        argv.append("--preload")
+    return Row([*argv, "wsgi_app:application"])
+
+
+ROWS: dict[str, Row] = {
+    **{
+        f"gunicorn-{worker}-{'preload' if preload else 'no-preload'}": _gunicorn(worker, preload)
+        for worker in ("sync", "gthread", "gevent")
+        for preload in (False, True)
+    },
+    "uwsgi-default": Row([*PYUWSGI, *UWSGI_COMMON]),
+    "uwsgi-enable-threads": Row([*PYUWSGI, *UWSGI_COMMON, "--enable-threads"]),
+    "uwsgi-lazy-apps": Row([*PYUWSGI, *UWSGI_COMMON, "--lazy-apps"]),
+    "uwsgi-fork-hooks": Row([*PYUWSGI, *UWSGI_COMMON, "--py-call-uwsgi-fork-hooks"]),
+    "uwsgi-2.0.26-no-threads": Row(
+        [str(LEGACY_UWSGI), *UWSGI_COMMON], supported=False, needs=str(LEGACY_UWSGI)
+    ),
+}
+
+
+class Server:
+    """A server process in its own session, its output in a file, answering ``/track``."""
+
+    def __init__(self, row: Row, collector: SegmentCollector, log: Path) -> None:
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENT_", "DJANGO_"))}
+        env.update(
+            SEGMENT_WRITE_KEY=WRITE_KEY,
+            SEGMENT_HOST=collector.url,
+            FLUSH_TIMEOUT=str(FLUSH_TIMEOUT),
+            PYTHONPATH=os.pathsep.join([str(ROOT), str(SERVERS), env.get("PYTHONPATH", "")]),
+            PYTHONUNBUFFERED="1",
+            PYTHONFAULTHANDLER="1",
+            **row.env,
+        )
+        self.log_path = log
+        self._log = log.open("w")
+        argv = [part.replace("{port}", str(self.port)) for part in row.argv]
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=SERVERS,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, timeout: float = 20) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as response:
+            body: dict[str, Any] = json.load(response)
+            return body
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def up() -> bool:
+            assert self.process.poll() is None, f"the server exited:\n{self.output()}"
+            try:
+                self.get("/", timeout=2)
+            except (OSError, urllib.error.URLError):
+                return False
+            return True
+
+        assert wait_until(up, timeout, interval=0.1), f"the server never answered:\n{self.output()}"
+
+    def stop(self, group: bool) -> float:
+        """SIGTERM, then the seconds until the process (or, for ``group``, the whole group) is gone."""
+        start = time.monotonic()
+        if group:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        else:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_BOUND + 10)
+        except subprocess.TimeoutExpired:
+            self._dump_stacks()
+        finally:
+            elapsed = time.monotonic() - start
+            self.kill()
+        return elapsed
+
+    def _dump_stacks(self) -> None:
+        """A stuck stop: every process of the group prints its threads' stacks (PYTHONFAULTHANDLER)."""
+        for pid in _group_pids(self.process.pid):
+            try:
+                os.kill(pid, STACKS_SIGNAL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: self.process.poll() is not None, 5)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(30)
+        self._log.close()
+
+
+@pytest.fixture
+def start(collector: SegmentCollector, tmp_path: Path) -> Iterator[Callable[[Row], Server]]:
+    started: list[Server] = []
+
+    def run(row: Row) -> Server:
+        if row.needs and not Path(row.needs).exists():
+            message = f"{row.needs} is missing (.ci/run builds it)"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        server = Server(row, collector, tmp_path / f"server-{len(started)}.log")
+        started.append(server)
+        return server
+
+    yield run
+    for server in started:
+        if server.process.poll() is None:
+            server.kill()
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_server(name: str, start: Callable[[Row], Server], collector: SegmentCollector) -> None:
+    row = ROWS[name]
+    server = start(row)
+    server.wait_ready()
+    answers = _until_every_worker_served(server, name, row.workers)
+    pids = {a["pid"] for a in answers}
+    assert server.process.pid not in pids or row.workers == 1, "the master must not serve requests"
+
+    if not row.supported:
+        _assert_unsupported(server, answers)
+        return
+
+    assert all(a["accepted"] for a in answers), answers
+    arrived = collector.wait_for(len(answers), timeout=30)
+    assert arrived, f"{len(collector.events())} of {len(answers)} arrived while running:\n{server.output()}"
+    late = [server.get(f"/track?user={name}-late-{i:03d}") for i in range(AT_STOP)]
+    assert all(a["accepted"] for a in late), late
+    elapsed = server.stop(row.signal_group)
+    output = server.output()
+    assert elapsed < STOP_BOUND, f"stopped after {elapsed:.1f} s:\n{output}"
+    assert "Traceback" not in output, output
+    # The server has exited: whatever its workers delivered is already at the collector.
+    users = {m["userId"] for m in collector.events()}
+    expected = {f"{name}-{i:03d}" for i in range(len(answers))}
+    expected |= {f"{name}-late-{i:03d}" for i in range(AT_STOP)}
+    assert users == expected, f"missing {sorted(expected - users)}:\n{output}"
+
+
+def _until_every_worker_served(server: Server, name: str, workers: int) -> list[dict[str, Any]]:
+    """At least RUNNING exposures, and on until every worker has served one (and so has booted:
+    gunicorn ignores a SIGTERM that reaches a worker still booting)."""
+    answers: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while len(answers) < RUNNING or len({a["pid"] for a in answers}) < workers:
+        assert time.monotonic() < deadline, f"{workers} workers never all served:\n{server.output()}"
+        answers.append(server.get(f"/track?user={name}-{len(answers):03d}"))
+    return answers
+
+
+def _assert_unsupported(server: Server, answers: list[dict[str, Any]]) -> None:
+    assert not any(a["accepted"] for a in answers), answers
+    # Every exposure is counted, in the worker that served it (each answer carries its worker's stats).
+    dropped: dict[int, int] = {}
+    for a in answers:
+        dropped[a["pid"]] = max(dropped.get(a["pid"], 0), a["stats"]["dropped"]["threads_disabled"])
+    assert sum(dropped.values()) == len(answers), answers
+    elapsed = server.stop(group=False)
+    output = server.output()
+    assert elapsed < STOP_BOUND, f"stopped after {elapsed:.1f} s:\n{output}"
+    # Exactly one warning (the master made the provider; its forked workers do not repeat it).
+    assert output.count("uWSGI is running without Python threads") == 1, output
+    assert "Start uWSGI with --enable-threads" in output, output
