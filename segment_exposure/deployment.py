@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["THREADS_DISABLED", "threads_unavailable", "warn_once"]
+__all__ = [
+    "THREADS_DISABLED",
+    "on_pool_process_exit",
+    "stop_skips_exit_hooks",
+    "threads_unavailable",
+    "warn_once",
+]
 
 log = logging.getLogger("segment_exposure")
 
@@ -44,6 +53,46 @@ def threads_unavailable() -> str | None:
         "Start uWSGI with --enable-threads (or --threads N). Until then every exposure is dropped and "
         f"counted in stats()['dropped']['{THREADS_DISABLED}']."
     )
+
+
+def stop_skips_exit_hooks(flush_on_sigterm: bool) -> str | None:
+    """Why this process will end without its exit hooks when stopped, as a warning, or None.
+
+    - uvicorn (0.29 and later) finishes its graceful shutdown and then raises SIGTERM again with
+      Python's default action, which ends the process without exit hooks. (Under gunicorn's uvicorn
+      worker, gunicorn manages the exit.)
+    - Django's autoreloader (``runserver``) runs the server in a child process (``RUN_MAIN=true``) and,
+      when it is stopped itself, kills that child with SIGKILL.
+    """
+    if not flush_on_sigterm and "uvicorn" in sys.modules and "gunicorn" not in sys.modules:
+        return (
+            "segment-exposure: uvicorn workers die of SIGTERM after their graceful shutdown, which skips "
+            "exit hooks, so exposures tracked last would be lost. Pass flush_on_sigterm=True to "
+            "SegmentExposureTrackingProvider to flush them first."
+        )
+    if "django" in sys.modules and os.environ.get("RUN_MAIN") == "true":
+        return (
+            "segment-exposure: Django's autoreloader kills this runserver process with SIGKILL when it "
+            "stops, so exposures tracked in its last moments are lost. For a stop that delivers them, "
+            "run 'runserver --noreload' (and pass flush_on_sigterm=True to stop it with SIGTERM)."
+        )
+    return None
+
+
+def on_pool_process_exit(callback: Callable[[], object], key: str) -> None:
+    """Also run ``callback`` when a Celery prefork pool process ends.
+
+    The pool (billiard) ends its child processes with ``os._exit()``, which skips exit hooks; Celery
+    sends ``worker_process_shutdown`` in the child just before. Nothing happens outside Celery.
+    """
+    signals = sys.modules.get("celery.signals")
+    if signals is None:
+        return
+
+    def on_shutdown(**_: Any) -> None:
+        callback()
+
+    signals.worker_process_shutdown.connect(on_shutdown, weak=False, dispatch_uid=key)
 
 
 def warn_once(message: str) -> None:

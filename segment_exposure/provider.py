@@ -156,6 +156,8 @@ class SegmentExposureTrackingProvider:
         if problem is not None:
             self._threadless = True
             deployment.warn_once(problem)
+        if (problem := deployment.stop_skips_exit_hooks(flush_on_sigterm)) is not None:
+            deployment.warn_once(problem)
         _live.add(self)
         atexit.register(self._at_exit)
         if flush_on_sigterm:
@@ -238,6 +240,8 @@ class SegmentExposureTrackingProvider:
         ):
             segment_client.revive_after_fork(self._analytics)
         self._init_runtime()
+        # A pool process that ends with os._exit() runs no exit hook: flush on its own exit signal.
+        deployment.on_pool_process_exit(self._at_exit, f"segment-exposure-{id(self)}")
 
     def _at_exit(self) -> None:
         self._check_process(revive=False)

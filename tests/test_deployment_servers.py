@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,7 @@ from .conftest import WRITE_KEY, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = Path(__file__).resolve().parent / "servers"
-FLUSH_TIMEOUT = 3.0
 STACKS_SIGNAL = signal.SIGRTMIN + 1  # tests/servers/exposure_app.py prints every thread's stack on it
-STOP_BOUND = FLUSH_TIMEOUT + 5  # the issue's bound for a stop after SIGTERM
-RUNNING = 12  # exposures tracked, then waited for while the server runs
-AT_STOP = 6  # more exposures tracked right before SIGTERM: the exit flush must send them
 IN_CI = os.environ.get("CI") == "true"
 #: uWSGI before 2.0.27 runs Python without threads unless --enable-threads is given (later versions
 #: always enable them). .ci/run builds it here; UWSGI_LEGACY overrides the path.
@@ -74,6 +70,19 @@ class Row:
     #: Sent to the process group (the whole tree), as a terminal or container runtime would.
     signal_group: bool = False
     needs: str | None = None  # an executable that must exist (FAIL in CI when missing)
+    celery: bool = False  # a Celery worker: tasks instead of HTTP requests
+    #: Seconds the server itself may take to stop, on top of flush_timeout (the issue's bound: 5).
+    server_stop: float = 5.0
+    flush_timeout: float = 3.0
+    #: Segment's consumer gathers each batch this long: exposures tracked right before SIGTERM are
+    #: still waiting when it arrives, so only the exit flush can deliver them.
+    upload_interval: float = 1.5
+    running: int = 12  # exposures tracked, then waited for while the server runs (at least)
+    #: The warning this mode logs (``warnings`` times: once per process that made a provider) because
+    #: its stop loses what is still queued; the last exposures are then not checked.
+    warning: str | None = None
+    warnings: int = 1
+    at_stop: int = 6  # more exposures tracked right before SIGTERM: the exit flush must send them
 
 
 PY = sys.executable
@@ -106,6 +115,13 @@ def _gunicorn(worker: str, preload: bool) -> Row:
     return Row([*argv, "wsgi_app:application"])
 
 
+UVICORN = [PY, "-m", "uvicorn", "--app-dir", str(SERVERS), "--host", "127.0.0.1", "--port", "{port}"]
+UVICORN += ["--workers", "2", "--no-access-log", "asgi_app:app"]
+
+RUNSERVER = [PY, "-m", "django", "runserver", "127.0.0.1:{port}", "--settings", "django_site"]
+CELERY = [PY, "-m", "celery", "-A", "celery_app", "worker", "--pool", "prefork", "--concurrency", "2"]
+CELERY += ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
 ROWS: dict[str, Row] = {
     **{
         f"gunicorn-{worker}-{'preload' if preload else 'no-preload'}": _gunicorn(worker, preload)
@@ -116,6 +132,37 @@ ROWS: dict[str, Row] = {
     "uwsgi-enable-threads": Row([*PYUWSGI, *UWSGI_COMMON, "--enable-threads"]),
     "uwsgi-lazy-apps": Row([*PYUWSGI, *UWSGI_COMMON, "--lazy-apps"]),
     "uwsgi-fork-hooks": Row([*PYUWSGI, *UWSGI_COMMON, "--py-call-uwsgi-fork-hooks"]),
+    # uvicorn starts its workers with multiprocessing's spawn: each imports the app itself. After its
+    # graceful shutdown a worker re-raises SIGTERM and dies of it, skipping exit hooks: hence
+    # flush_on_sigterm (without it the exposures tracked last are lost; see the next row).
+    "uvicorn-workers-2": Row(UVICORN, env={"FLUSH_ON_SIGTERM": "1"}),
+    # The prefork pool forks its processes with os.fork(); billiard ends them with os._exit().
+    "celery-prefork": Row(
+        CELERY,
+        celery=True,
+        # With a broker it cannot wait on (the filesystem transport) Celery's loop looks for the stop
+        # only every 2 s and takes about 4 s before it closes the pool: 5.3-5.8 s to stop when idle.
+        server_stop=8.0,
+    ),
+    # Each pool process ends (os._exit) right after its one task, its exposure still in Segment's
+    # batch window: only the flush on Celery's worker_process_shutdown can deliver it.
+    "celery-prefork-max-tasks-per-child-1": Row(
+        [*CELERY, "--max-tasks-per-child", "1"],
+        celery=True,
+        server_stop=8.0,
+        upload_interval=0.5,
+        running=4,
+        at_stop=2,
+    ),
+    "uvicorn-workers-2-no-flush-on-sigterm": Row(
+        UVICORN, warning="uvicorn workers die of SIGTERM after their graceful shutdown", warnings=2
+    ),
+    # Django's development server: the autoreloader's parent process runs the serving child, turns
+    # SIGTERM into sys.exit(0) in both, and kills the child with SIGKILL as it exits itself.
+    "django-runserver-autoreload": Row(
+        RUNSERVER, workers=1, signal_group=True, warning="Django's autoreloader kills this runserver"
+    ),
+    "django-runserver-noreload": Row([*RUNSERVER, "--noreload"], workers=1, env={"FLUSH_ON_SIGTERM": "1"}),
     "uwsgi-2.0.26-no-threads": Row(
         [str(LEGACY_UWSGI), *UWSGI_COMMON], supported=False, needs=str(LEGACY_UWSGI)
     ),
@@ -126,12 +173,14 @@ class Server:
     """A server process in its own session, its output in a file, answering ``/track``."""
 
     def __init__(self, row: Row, collector: SegmentCollector, log: Path) -> None:
+        self.row = row
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENT_", "DJANGO_"))}
         env.update(
             SEGMENT_WRITE_KEY=WRITE_KEY,
             SEGMENT_HOST=collector.url,
-            FLUSH_TIMEOUT=str(FLUSH_TIMEOUT),
+            FLUSH_TIMEOUT=str(row.flush_timeout),
+            UPLOAD_INTERVAL=str(row.upload_interval),
             PYTHONPATH=os.pathsep.join([str(ROOT), str(SERVERS), env.get("PYTHONPATH", "")]),
             PYTHONUNBUFFERED="1",
             PYTHONFAULTHANDLER="1",
@@ -157,6 +206,10 @@ class Server:
             body: dict[str, Any] = json.load(response)
             return body
 
+    def track(self, users: list[str]) -> list[dict[str, Any]]:
+        """One exposure per user, each in its own request; what the serving worker answered."""
+        return [self.get(f"/track?user={user}") for user in users]
+
     def wait_ready(self, timeout: float = 60) -> None:
         def up() -> bool:
             assert self.process.poll() is None, f"the server exited:\n{self.output()}"
@@ -176,7 +229,7 @@ class Server:
         else:
             self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(STOP_BOUND + 10)
+            self.process.wait(self.row.flush_timeout + 20)
         except subprocess.TimeoutExpired:
             self._dump_stacks()
         finally:
@@ -202,6 +255,38 @@ class Server:
         self._log.close()
 
 
+class CeleryWorker(Server):
+    """``celery worker`` (prefork pool) on kombu's filesystem transport, results in files."""
+
+    def __init__(self, row: Row, collector: SegmentCollector, log: Path) -> None:
+        from celery import Celery
+
+        self.folder = log.parent / f"{log.stem}-celery"
+        (self.folder / "results").mkdir(parents=True)
+        super().__init__(replace(row, env={**row.env, "CELERY_FOLDER": str(self.folder)}), collector, log)
+        self.client = Celery("matrix-client")
+        self.client.conf.update(
+            broker_url="filesystem://",
+            broker_transport_options={
+                "data_folder_in": str(self.folder),
+                "data_folder_out": str(self.folder),
+            },
+            result_backend=f"file://{self.folder}/results",
+        )
+
+    def track(self, users: list[str]) -> list[dict[str, Any]]:
+        """One task per user, all sent at once (so both pool processes get some)."""
+        results = [self.client.send_task("track_exposure", args=[user]) for user in users]
+        return [r.get(timeout=60) for r in results]
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def ready() -> bool:
+            assert self.process.poll() is None, f"the worker exited:\n{self.output()}"
+            return " ready." in self.output()
+
+        assert wait_until(ready, timeout, interval=0.1), f"the worker never got ready:\n{self.output()}"
+
+
 @pytest.fixture
 def start(collector: SegmentCollector, tmp_path: Path) -> Iterator[Callable[[Row], Server]]:
     started: list[Server] = []
@@ -212,7 +297,8 @@ def start(collector: SegmentCollector, tmp_path: Path) -> Iterator[Callable[[Row
             if IN_CI:
                 pytest.fail(message)
             pytest.skip(message)
-        server = Server(row, collector, tmp_path / f"server-{len(started)}.log")
+        kind = CeleryWorker if row.celery else Server
+        server = kind(row, collector, tmp_path / f"server-{len(started)}.log")
         started.append(server)
         return server
 
@@ -227,7 +313,7 @@ def test_server(name: str, start: Callable[[Row], Server], collector: SegmentCol
     row = ROWS[name]
     server = start(row)
     server.wait_ready()
-    answers = _until_every_worker_served(server, name, row.workers)
+    answers = _until_every_worker_served(server, name, row)
     pids = {a["pid"] for a in answers}
     assert server.process.pid not in pids or row.workers == 1, "the master must not serve requests"
 
@@ -238,27 +324,32 @@ def test_server(name: str, start: Callable[[Row], Server], collector: SegmentCol
     assert all(a["accepted"] for a in answers), answers
     arrived = collector.wait_for(len(answers), timeout=30)
     assert arrived, f"{len(collector.events())} of {len(answers)} arrived while running:\n{server.output()}"
-    late = [server.get(f"/track?user={name}-late-{i:03d}") for i in range(AT_STOP)]
+    if row.warning is not None:
+        server.stop(row.signal_group)
+        assert server.output().count(row.warning) == row.warnings, server.output()
+        return
+    late = server.track([f"{name}-late-{i:03d}" for i in range(row.at_stop)])
     assert all(a["accepted"] for a in late), late
     elapsed = server.stop(row.signal_group)
     output = server.output()
-    assert elapsed < STOP_BOUND, f"stopped after {elapsed:.1f} s:\n{output}"
+    assert elapsed < row.flush_timeout + row.server_stop, f"stopped after {elapsed:.1f} s:\n{output}"
     assert "Traceback" not in output, output
     # The server has exited: whatever its workers delivered is already at the collector.
     users = {m["userId"] for m in collector.events()}
     expected = {f"{name}-{i:03d}" for i in range(len(answers))}
-    expected |= {f"{name}-late-{i:03d}" for i in range(AT_STOP)}
+    expected |= {f"{name}-late-{i:03d}" for i in range(row.at_stop)}
     assert users == expected, f"missing {sorted(expected - users)}:\n{output}"
 
 
-def _until_every_worker_served(server: Server, name: str, workers: int) -> list[dict[str, Any]]:
-    """At least RUNNING exposures, and on until every worker has served one (and so has booted:
-    gunicorn ignores a SIGTERM that reaches a worker still booting)."""
+def _until_every_worker_served(server: Server, name: str, row: Row) -> list[dict[str, Any]]:
+    """At least ``row.running`` exposures, and on until every worker has served one (and so has
+    booted: gunicorn ignores a SIGTERM that reaches a worker still booting)."""
     answers: list[dict[str, Any]] = []
     deadline = time.monotonic() + 60
-    while len(answers) < RUNNING or len({a["pid"] for a in answers}) < workers:
+    workers = row.workers
+    while len(answers) < row.running or len({a["pid"] for a in answers}) < workers:
         assert time.monotonic() < deadline, f"{workers} workers never all served:\n{server.output()}"
-        answers.append(server.get(f"/track?user={name}-{len(answers):03d}"))
+        answers += server.track([f"{name}-{len(answers) + i:03d}" for i in range(2)])
     return answers
 
 
@@ -271,7 +362,7 @@ def _assert_unsupported(server: Server, answers: list[dict[str, Any]]) -> None:
     assert sum(dropped.values()) == len(answers), answers
     elapsed = server.stop(group=False)
     output = server.output()
-    assert elapsed < STOP_BOUND, f"stopped after {elapsed:.1f} s:\n{output}"
+    assert elapsed < server.row.flush_timeout + 5, f"stopped after {elapsed:.1f} s:\n{output}"
     # Exactly one warning (the master made the provider; its forked workers do not repeat it).
     assert output.count("uWSGI is running without Python threads") == 1, output
     assert "Start uWSGI with --enable-threads" in output, output

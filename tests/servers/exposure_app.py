@@ -19,7 +19,12 @@ provider = SegmentExposureTrackingProvider(
     os.environ["SEGMENT_WRITE_KEY"],
     host=os.environ["SEGMENT_HOST"],
     flush_timeout=float(os.environ.get("FLUSH_TIMEOUT", "5")),
-    client_options={"upload_interval": 0.05},
+    # What a server whose workers die of SIGTERM (Python's default: no exit hooks) needs.
+    flush_on_sigterm=os.environ.get("FLUSH_ON_SIGTERM") == "1",
+    # Segment's consumer gathers a batch for up to upload_interval seconds: the matrix makes it long
+    # enough that exposures tracked right before SIGTERM are still waiting, so only the exit flush
+    # can deliver them.
+    client_options={"upload_interval": float(os.environ.get("UPLOAD_INTERVAL", "0.05"))},
 )
 
 EXPOSURE = Exposure("checkout", "treatment", "exp-1")
