@@ -320,7 +320,7 @@ class SegmentExposureTrackingProvider:
                     pass
                 self._count_deduplicated()
                 return True
-            return self._track_new(exposure, user, now)
+            return self._track_new(exposure, user, now, key, user_id, device_id)
         except Exception:
             try:
                 log.exception("segment-exposure: unexpected error in track(); exposure set aside")
@@ -329,7 +329,15 @@ class SegmentExposureTrackingProvider:
                 pass
             return False
 
-    def _track_new(self, exposure: Exposure, user: object, now: float) -> bool:
+    def _track_new(
+        self,
+        exposure: Exposure,
+        user: object,
+        now: float,
+        key: int,
+        raw_user_id: object,
+        raw_device_id: object,
+    ) -> bool:
         """The send path: validate, size-check, record in the dedupe cache and queue for the worker."""
         if self._pid != _getpid():
             self._check_process(revive=True)
@@ -356,7 +364,8 @@ class SegmentExposureTrackingProvider:
             return self._drop("too_large", exposure)
         if self._threadless:
             return self._drop(deployment.THREADS_DISABLED, exposure)
-        key = dedupe_key(user_id, device_id, flag_key, experiment_key)
+        if user_id is not raw_user_id or device_id is not raw_device_id:
+            key = dedupe_key(user_id, device_id, flag_key, experiment_key)  # normalised: hash again
         decision = self._dedupe.decide(key, variant, now)
         if not decision.send:
             self._stats.deduplicated.incr()
