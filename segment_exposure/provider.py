@@ -50,9 +50,20 @@ log.addFilter(_redactor)
 _live: weakref.WeakSet[SegmentExposureTrackingProvider] = weakref.WeakSet()
 
 _getpid = os.getpid
-# One lock per process id, made in that process: a lock inherited through fork() may be held by a
-# thread that does not exist in the child.
-_pid_locks: dict[int, threading.Lock] = {}
+# One lock per process id, made in that process when first needed: a lock inherited through fork() may
+# be held by a thread that does not exist in the child, and one made in an at-fork hook would predate
+# gevent's monkey-patching (a real lock held by a greenlet that yields blocks the whole worker).
+_pid_locks: dict[int, threading.RLock] = {}
+
+
+def _process_lock() -> threading.RLock:
+    pid = _getpid()
+    lock = _pid_locks.get(pid)
+    if lock is None:
+        lock = _pid_locks.setdefault(pid, threading.RLock())  # setdefault: one winner among threads
+        for other in [p for p in _pid_locks if p != pid]:
+            _pid_locks.pop(other, None)
+    return lock
 
 
 def _after_fork_in_child() -> None:
@@ -150,7 +161,6 @@ class SegmentExposureTrackingProvider:
         self._integrations = dict(integrations) if integrations else None
         self._stats = ProviderStats()
         self._count_deduplicated = self._stats.deduplicated.incr_one
-        self._revive_lock = threading.Lock()
         self._init_runtime()
         problem = deployment.threads_unavailable()
         if problem is not None:
@@ -206,9 +216,7 @@ class SegmentExposureTrackingProvider:
         pid = _getpid()
         if self._pid == pid:
             return
-        with _pid_locks.setdefault(pid, threading.Lock()):
-            for other in [p for p in _pid_locks if p != pid]:
-                _pid_locks.pop(other, None)
+        with _process_lock():
             if self._pid == pid:
                 return
             if not self._forked:
@@ -220,12 +228,11 @@ class SegmentExposureTrackingProvider:
         # Runs in the child right after fork(), when only this thread exists. Locks that another thread
         # held at fork time would never be released here, so every lock is replaced.
         self._dedupe.reset_lock()
-        self._revive_lock = threading.Lock()
         self._stats.reset()
         self._set_state(forked=True)
 
     def _revive(self) -> None:
-        with self._revive_lock:
+        with _process_lock():
             if not self._forked or self._threadless:
                 return  # thread-less: stay forked, so flush() and shutdown() wait for nothing
             if self._closed:

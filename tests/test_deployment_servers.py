@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -207,8 +208,10 @@ class Server:
             return body
 
     def track(self, users: list[str]) -> list[dict[str, Any]]:
-        """One exposure per user, each in its own request; what the serving worker answered."""
-        return [self.get(f"/track?user={user}") for user in users]
+        """One exposure per user, each in its own request, all at once (a fresh worker's first
+        requests race to restart its threads); what the serving workers answered."""
+        with ThreadPoolExecutor(len(users)) as pool:
+            return list(pool.map(lambda user: self.get(f"/track?user={user}"), users))
 
     def wait_ready(self, timeout: float = 60) -> None:
         def up() -> bool:
@@ -349,7 +352,7 @@ def _until_every_worker_served(server: Server, name: str, row: Row) -> list[dict
     workers = row.workers
     while len(answers) < row.running or len({a["pid"] for a in answers}) < workers:
         assert time.monotonic() < deadline, f"{workers} workers never all served:\n{server.output()}"
-        answers += server.track([f"{name}-{len(answers) + i:03d}" for i in range(2)])
+        answers += server.track([f"{name}-{len(answers) + i:03d}" for i in range(4)])
     return answers
 
 
