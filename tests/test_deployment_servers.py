@@ -35,8 +35,8 @@ SERVERS = Path(__file__).resolve().parent / "servers"
 STACKS_SIGNAL = signal.SIGRTMIN + 1  # tests/servers/exposure_app.py prints every thread's stack on it
 IN_CI = os.environ.get("CI") == "true"
 #: uWSGI before 2.0.27 runs Python without threads unless --enable-threads is given (later versions
-#: always enable them). .ci/run builds it here; UWSGI_LEGACY overrides the path.
-LEGACY_UWSGI = Path(os.environ.get("UWSGI_LEGACY", ROOT / ".ci" / "cache" / "uwsgi-2.0.26" / "bin" / "uwsgi"))
+#: always enable them). .ci/run installs pyuwsgi 2.0.26 here (PYUWSGI_LEGACY overrides the folder).
+LEGACY_PYUWSGI = Path(os.environ.get("PYUWSGI_LEGACY", ROOT / ".ci" / "cache" / "pyuwsgi-2.0.26"))
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,7 +70,8 @@ class Row:
     env: dict[str, str] = field(default_factory=dict)
     #: Sent to the process group (the whole tree), as a terminal or container runtime would.
     signal_group: bool = False
-    needs: str | None = None  # an executable that must exist (FAIL in CI when missing)
+    needs: str | None = None  # a path that must exist (FAIL in CI when missing)
+    pythonpath: list[str] = field(default_factory=list)  # ahead of everything else on sys.path
     celery: bool = False  # a Celery worker: tasks instead of HTTP requests
     #: Seconds the server itself may take to stop, on top of flush_timeout (the issue's bound: 5).
     server_stop: float = 5.0
@@ -165,7 +166,10 @@ ROWS: dict[str, Row] = {
     ),
     "django-runserver-noreload": Row([*RUNSERVER, "--noreload"], workers=1, env={"FLUSH_ON_SIGTERM": "1"}),
     "uwsgi-2.0.26-no-threads": Row(
-        [str(LEGACY_UWSGI), *UWSGI_COMMON], supported=False, needs=str(LEGACY_UWSGI)
+        [*PYUWSGI, *UWSGI_COMMON],
+        supported=False,
+        needs=str(LEGACY_PYUWSGI / "pyuwsgi-2.0.26.dist-info"),
+        pythonpath=[str(LEGACY_PYUWSGI)],
     ),
 }
 
@@ -182,7 +186,7 @@ class Server:
             SEGMENT_HOST=collector.url,
             FLUSH_TIMEOUT=str(row.flush_timeout),
             UPLOAD_INTERVAL=str(row.upload_interval),
-            PYTHONPATH=os.pathsep.join([str(ROOT), str(SERVERS), env.get("PYTHONPATH", "")]),
+            PYTHONPATH=os.pathsep.join([*row.pythonpath, str(ROOT), str(SERVERS), env.get("PYTHONPATH", "")]),
             PYTHONUNBUFFERED="1",
             PYTHONFAULTHANDLER="1",
             **row.env,
@@ -296,7 +300,7 @@ def start(collector: SegmentCollector, tmp_path: Path) -> Iterator[Callable[[Row
 
     def run(row: Row) -> Server:
         if row.needs and not Path(row.needs).exists():
-            message = f"{row.needs} is missing (.ci/run builds it)"
+            message = f"{row.needs} is missing (.ci/run installs it)"
             if IN_CI:
                 pytest.fail(message)
             pytest.skip(message)
