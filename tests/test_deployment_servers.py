@@ -277,6 +277,7 @@ class CeleryWorker(Server):
             broker_transport_options={
                 "data_folder_in": str(self.folder),
                 "data_folder_out": str(self.folder),
+                "control_folder": str(self.folder / "control"),
             },
             result_backend=f"file://{self.folder}/results",
         )

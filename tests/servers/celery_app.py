@@ -18,8 +18,12 @@ FOLDER = os.environ["CELERY_FOLDER"]
 app = Celery("celery_app")
 app.conf.update(
     broker_url="filesystem://",
-    # polling_interval: how long the worker may sleep between looks at the folder (default 1 s).
-    broker_transport_options={"data_folder_in": FOLDER, "data_folder_out": FOLDER, "polling_interval": 0.1},
+    broker_transport_options={
+        "data_folder_in": FOLDER,
+        "data_folder_out": FOLDER,
+        "control_folder": f"{FOLDER}/control",  # not ./control
+        "polling_interval": 0.1,  # how long the worker may sleep between looks (default 1 s)
+    },
     result_backend=f"file://{FOLDER}/results",
     worker_hijack_root_logger=False,
 )
