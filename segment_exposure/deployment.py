@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -59,12 +60,12 @@ def stop_skips_exit_hooks(flush_on_sigterm: bool) -> str | None:
     """Why this process will end without its exit hooks when stopped, as a warning, or None.
 
     - uvicorn (0.29 and later) finishes its graceful shutdown and then raises SIGTERM again with
-      Python's default action, which ends the process without exit hooks. (Under gunicorn's uvicorn
-      worker, gunicorn manages the exit.)
+      Python's default action, which ends the process without exit hooks. It loads the app while its
+      own SIGTERM handler is installed, which is how it is recognised here.
     - Django's autoreloader (``runserver``) runs the server in a child process (``RUN_MAIN=true``) and,
       when it is stopped itself, kills that child with SIGKILL.
     """
-    if not flush_on_sigterm and "uvicorn" in sys.modules and "gunicorn" not in sys.modules:
+    if not flush_on_sigterm and _uvicorn_handles_sigterm():
         return (
             "segment-exposure: uvicorn workers die of SIGTERM after their graceful shutdown, which skips "
             "exit hooks, so exposures tracked last would be lost. Pass flush_on_sigterm=True to "
@@ -77,6 +78,12 @@ def stop_skips_exit_hooks(flush_on_sigterm: bool) -> str | None:
             "run 'runserver --noreload' (and pass flush_on_sigterm=True to stop it with SIGTERM)."
         )
     return None
+
+
+def _uvicorn_handles_sigterm() -> bool:
+    handler = signal.getsignal(signal.SIGTERM)
+    owner = getattr(handler, "__self__", None)
+    return type(owner).__module__ == "uvicorn.server"
 
 
 def on_pool_process_exit(callback: Callable[[], object], key: str) -> None:
