@@ -25,7 +25,7 @@ from typing import Any
 from . import deployment, segment_client
 from .dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from .exposure import EXPOSURE_EVENT, Exposure
-from .identity import _bound, context_from_user, identity_from_user
+from .identity import _as_id, _bound, context_from_user
 from .message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
 from .stats import ProviderStats
 
@@ -348,7 +348,14 @@ class SegmentExposureTrackingProvider:
         """The send path: validate, size-check, record in the dedupe cache and queue for the worker."""
         if self._pid != _getpid():
             self._check_process(revive=True)
-        user_id, device_id = identity_from_user(user)
+        # identity.identity_from_user(), inlined on the ids track() has read already.
+        user_id, device_id = raw_user_id, raw_device_id
+        if user.__class__ is not dict and isinstance(user, Mapping):  # track() read its attributes
+            user_id, device_id = user.get("user_id"), user.get("device_id")
+        if user_id.__class__ is not str or not user_id or user_id.isspace():
+            user_id = _as_id(user_id)
+        if device_id.__class__ is not str or not device_id or device_id.isspace():
+            device_id = _as_id(device_id)
         if user_id is None and device_id is None:
             return self._drop("no_identity", exposure)
         if exposure.__class__ is not Exposure and not isinstance(exposure, Exposure):
