@@ -22,10 +22,11 @@ from datetime import datetime, timezone
 from time import time as _time
 from typing import Any
 
-from . import segment_client
+from . import deployment, segment_client
 from .dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from .exposure import EXPOSURE_EVENT, Exposure
-from .identity import _bound, _request_context, context_from_user, identity_from_user
+from .identity import _bound, _request_context, context_from_user
+from .ids import as_id
 from .invocation_batch import InvocationBatch
 from .message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
 from .serverless import detect_platform
@@ -50,6 +51,22 @@ logging.getLogger("segment").addFilter(_redactor)
 log.addFilter(_redactor)
 
 _live: weakref.WeakSet[SegmentExposureTrackingProvider] = weakref.WeakSet()
+
+_getpid = os.getpid
+# One lock per process id, made in that process when first needed: a lock inherited through fork() may
+# be held by a thread that does not exist in the child, and one made in an at-fork hook would predate
+# gevent's monkey-patching (a real lock held by a greenlet that yields blocks the whole worker).
+_pid_locks: dict[int, threading.RLock] = {}
+
+
+def _process_lock() -> threading.RLock:
+    pid = _getpid()
+    lock = _pid_locks.get(pid)
+    if lock is None:
+        lock = _pid_locks.setdefault(pid, threading.RLock())  # setdefault: one winner among threads
+        for other in [p for p in _pid_locks if p != pid]:
+            _pid_locks.pop(other, None)
+    return lock
 
 
 def _after_fork_in_child() -> None:
@@ -133,7 +150,7 @@ class SegmentExposureTrackingProvider:
         self._direct = segment_client.accepts_direct_enqueue(analytics)
         # An in-memory, sync_mode or send=False client: track() returning is the delivery.
         self._synchronous = (
-            not isinstance(getattr(analytics, "queue", None), queue.Queue)
+            not segment_client.is_task_queue(getattr(analytics, "queue", None))
             or bool(getattr(analytics, "sync_mode", False))
             or getattr(analytics, "send", True) is False
         )
@@ -149,9 +166,14 @@ class SegmentExposureTrackingProvider:
         self._integrations = dict(integrations) if integrations else None
         self._stats = ProviderStats()
         self._count_deduplicated = self._stats.deduplicated.incr_one
-        self._revive_lock = threading.Lock()
         self._unflushed_platform = detect_platform()
         self._init_runtime()
+        problem = deployment.threads_unavailable()
+        if problem is not None:
+            self._threadless = True
+            deployment.warn_once(problem)
+        if (problem := deployment.stop_skips_exit_hooks(flush_on_sigterm)) is not None:
+            deployment.warn_once(problem)
         _live.add(self)
         atexit.register(self._at_exit)
         if flush_on_sigterm:
@@ -168,6 +190,8 @@ class SegmentExposureTrackingProvider:
     _unusual = False
     _forked = False
     _closed = False
+    # The server gives Python no threads (uWSGI without --enable-threads): nothing could ever be sent.
+    _threadless = False
 
     def _set_state(self, *, forked: bool | None = None, closed: bool | None = None) -> None:
         if forked is not None:
@@ -191,19 +215,37 @@ class SegmentExposureTrackingProvider:
         self._worker = threading.Thread(target=self._run, name="segment-exposure-worker", daemon=True)
         with segment_client.main_thread_signals():
             self._worker.start()
+        self._pid = _getpid()  # last: a process-id match means this runtime is ready
+
+    def _check_process(self, *, revive: bool) -> None:
+        """Notice a fork that ``os.register_at_fork`` hooks never saw, and adopt this process.
+
+        uWSGI forks its workers with C ``fork()``, which runs no Python hooks: the parent's threads are
+        gone, yet look alive, and locks they held stay locked. So the process id is compared where it
+        is cheap to (new exposures, flush, shutdown, the exit hook), as sentry-python does.
+        """
+        pid = _getpid()
+        if self._pid == pid:
+            return
+        with _process_lock():
+            if self._pid == pid:
+                return
+            if not self._forked:
+                self._reset_after_fork()
+            if revive:
+                self._revive()
 
     def _reset_after_fork(self) -> None:
         # Runs in the child right after fork(), when only this thread exists. Locks that another thread
         # held at fork time would never be released here, so every lock is replaced.
         self._dedupe.reset_lock()
-        self._revive_lock = threading.Lock()
         self._stats.reset()
         self._set_state(forked=True)
 
     def _revive(self) -> None:
-        with self._revive_lock:
-            if not self._forked:
-                return
+        with _process_lock():
+            if not self._forked or self._threadless:
+                return  # thread-less: stay forked, so flush() and shutdown() wait for nothing
             if self._closed:
                 self._set_state(forked=False)
                 return
@@ -211,13 +253,16 @@ class SegmentExposureTrackingProvider:
             self._set_state(forked=False)
 
     def _revive_runtime(self) -> None:
-        if hasattr(self._analytics, "consumers") and isinstance(
-            getattr(self._analytics, "queue", None), queue.Queue
+        if hasattr(self._analytics, "consumers") and segment_client.is_task_queue(
+            getattr(self._analytics, "queue", None)
         ):
             segment_client.revive_after_fork(self._analytics)
         self._init_runtime()
+        # A pool process that ends with os._exit() runs no exit hook: flush on its own exit signal.
+        deployment.on_pool_process_exit(self._at_exit, f"segment-exposure-{id(self)}")
 
     def _at_exit(self) -> None:
+        self._check_process(revive=False)
         if not self._closed:
             self.shutdown(self.flush_timeout)
 
@@ -293,7 +338,7 @@ class SegmentExposureTrackingProvider:
                     pass
                 self._count_deduplicated()
                 return True
-            return self._track_new(exposure, user, now)
+            return self._track_new(exposure, user, now, key, user_id, device_id)
         except Exception:
             try:
                 log.exception("segment-exposure: unexpected error in track(); exposure set aside")
@@ -302,9 +347,26 @@ class SegmentExposureTrackingProvider:
                 pass
             return False
 
-    def _track_new(self, exposure: Exposure, user: object, now: float) -> bool:
+    def _track_new(
+        self,
+        exposure: Exposure,
+        user: object,
+        now: float,
+        key: int,
+        raw_user_id: object,
+        raw_device_id: object,
+    ) -> bool:
         """The send path: validate, size-check, record in the dedupe cache and queue for the worker."""
-        user_id, device_id = identity_from_user(user)
+        if self._pid != _getpid():
+            self._check_process(revive=True)
+        # identity.identity_from_user(), inlined on the ids track() has read already.
+        user_id, device_id = raw_user_id, raw_device_id
+        if user.__class__ is not dict and isinstance(user, Mapping):  # track() read its attributes
+            user_id, device_id = user.get("user_id"), user.get("device_id")
+        if user_id.__class__ is not str or not user_id or user_id.isspace():
+            user_id = as_id(user_id)
+        if device_id.__class__ is not str or not device_id or device_id.isspace():
+            device_id = as_id(device_id)
         if user_id is None and device_id is None:
             return self._drop("no_identity", exposure)
         if exposure.__class__ is not Exposure and not isinstance(exposure, Exposure):
@@ -325,7 +387,10 @@ class SegmentExposureTrackingProvider:
         # opted-in metadata are sized exactly on the worker thread (counted as too_large there).
         if size > _CHEAP_SIZE_BOUND and self._too_large(exposure, user, user_id, device_id):
             return self._drop("too_large", exposure)
-        key = dedupe_key(user_id, device_id, flag_key, experiment_key)
+        if self._threadless:
+            return self._drop(deployment.THREADS_DISABLED, exposure)
+        if user_id is not raw_user_id or device_id is not raw_device_id:
+            key = dedupe_key(user_id, device_id, flag_key, experiment_key)  # normalised: hash again
         decision = self._dedupe.decide(key, variant, now)
         if not decision.send:
             self._stats.deduplicated.incr()
@@ -517,9 +582,15 @@ class SegmentExposureTrackingProvider:
 
     def _wait_for_room(self) -> bool:
         q = getattr(self._analytics, "queue", None)
-        if not isinstance(q, queue.Queue):
+        if not segment_client.is_task_queue(q):
             return False
         deadline = time.monotonic() + 60.0
+        if not hasattr(q, "not_full"):  # gevent's queue.Queue: poll (its sleep yields)
+            while q.full():
+                if time.monotonic() >= deadline or self._closed:
+                    return False
+                time.sleep(0.05)
+            return True
         with q.not_full:
             # len(q.queue), not q.qsize(): qsize() takes q.mutex, which not_full already holds.
             while q.maxsize > 0 and len(q.queue) >= q.maxsize:
@@ -570,6 +641,7 @@ class SegmentExposureTrackingProvider:
         """
         try:
             deadline = time.monotonic() + max(0.0, timeout)
+            self._check_process(revive=False)
             failures_before = self._stats.dropped["delivery_failed"].value
             if self._forked:
                 return True  # nothing of this process's own is queued yet
@@ -592,11 +664,14 @@ class SegmentExposureTrackingProvider:
 
         What is still queued at the deadline is counted as dropped with reason ``shutdown``.
         """
+        self._check_process(revive=False)
         if self._closed:
             return True
         if self._forked:
-            # A forked child that never tracked: what is queued belongs to the parent, which sends it.
+            # A forked child that never tracked: what is queued belongs to the parent, which sends it,
+            # and the parent's threads do not exist here (Segment's own exit hook would wait for them).
             self._set_state(closed=True)
+            segment_client.forget_parent_threads(self._analytics)
             return True
         deadline = time.monotonic() + max(0.0, timeout)
         delivered = self.flush(timeout)
@@ -653,6 +728,7 @@ class SegmentExposureTrackingProvider:
 
     def stats(self) -> dict[str, Any]:
         """Counters: tracked, deduplicated, enqueued, delivered, and dropped by reason."""
+        self._check_process(revive=False)
         pending = self._queue.qsize()
         return self._stats.snapshot(
             pending=pending, dedupe_entries=len(self._dedupe), dedupe_evictions=self._dedupe.evictions

@@ -8,6 +8,7 @@ and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import queue
@@ -15,13 +16,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "RedactingFilter",
     "accepts_direct_enqueue",
     "enqueue",
+    "forget_parent_threads",
     "instrument",
+    "is_task_queue",
     "main_thread_signals",
     "make_client",
     "revive_after_fork",
@@ -137,13 +140,24 @@ def _instrument_consumer(consumer: Any, on_delivered: BatchCallback, on_error: E
     consumer.request = request
 
 
+def is_task_queue(q: object) -> TypeGuard[Any]:
+    """True for a ``queue.Queue``, including gevent's, which monkey-patching puts in its place.
+
+    A client made before ``monkey.patch_all()`` (an app preloaded by gunicorn's master) holds the
+    standard class while ``queue.Queue`` names gevent's afterwards, and the reverse: so not isinstance.
+    """
+    return isinstance(q, queue.Queue) or all(
+        hasattr(q, name) for name in ("put", "get", "task_done", "unfinished_tasks", "maxsize", "full")
+    )
+
+
 def accepts_direct_enqueue(client: Any) -> bool:
     """True for a segment-analytics-python ``Client`` that queues for its consumer threads."""
     from segment.analytics import Client
 
     return (
         isinstance(client, Client)
-        and isinstance(getattr(client, "queue", None), queue.Queue)
+        and is_task_queue(getattr(client, "queue", None))
         and not client.sync_mode
         and bool(client.send)
     )
@@ -190,17 +204,25 @@ def wait_drained(client: Any, deadline: float) -> bool:
     this waits on the same condition with a deadline.
     """
     q = getattr(client, "queue", None)
-    if not isinstance(q, queue.Queue):
+    if not is_task_queue(q):
         flush = getattr(client, "flush", None)
         if flush is not None:
             flush()
         return True
-    with q.all_tasks_done:
+    all_tasks_done = getattr(q, "all_tasks_done", None)
+    if all_tasks_done is None:
+        # gevent's monkey-patched queue.Queue has no condition to wait on: poll (its sleep yields).
+        while q.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+    with all_tasks_done:
         while q.unfinished_tasks:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            q.all_tasks_done.wait(remaining)
+            all_tasks_done.wait(remaining)
     return True
 
 
@@ -212,6 +234,29 @@ def stop_consumers(client: Any, deadline: float) -> None:
     for consumer in consumers:
         if consumer.is_alive():
             consumer.join(max(0.0, deadline - time.monotonic()))
+    # The client's own exit hook joins the same threads with no timeout: the stop is done, and bounded.
+    join = getattr(client, "join", None)
+    if join is not None:
+        atexit.unregister(join)
+
+
+_rebased: dict[tuple[type, type], type] = {}
+
+
+def _thread_class_now(cls: type) -> type:
+    """``cls`` on top of today's ``threading.Thread``.
+
+    gevent's monkey-patching replaces ``threading.Thread`` with a subclass whose ``join()`` works for a
+    thread that is a greenlet. A class defined before the patch (Segment's ``Consumer``, imported by an
+    app that gunicorn preloads in its master) keeps the original base, and joining it then waits forever.
+    """
+    thread = threading.Thread
+    if issubclass(cls, thread):
+        return cls
+    key = (cls, thread)
+    if key not in _rebased:
+        _rebased[key] = type(cls.__name__, (cls, thread), {})
+    return _rebased[key]
 
 
 def revive_after_fork(client: Any) -> None:
@@ -228,10 +273,11 @@ def revive_after_fork(client: Any) -> None:
     old_queue = client.queue
     client.queue = queue.Queue(old_queue.maxsize)
     hooks = getattr(client, _HOOKS, None)
+    consumer_class = _thread_class_now(Consumer)
     consumers = []
     for old in getattr(client, "consumers", None) or ():
         settings = {name: getattr(old, name) for name in _CONSUMER_SETTINGS if hasattr(old, name)}
-        consumer = Consumer(client.queue, old.write_key, on_error=old.on_error, **settings)
+        consumer = consumer_class(client.queue, old.write_key, on_error=old.on_error, **settings)
         if hooks is not None:
             _instrument_consumer(consumer, *hooks)
         consumers.append(consumer)
@@ -239,6 +285,16 @@ def revive_after_fork(client: Any) -> None:
             with main_thread_signals():
                 consumer.start()
     client.consumers = consumers
+
+
+def forget_parent_threads(client: Any) -> None:
+    """In a forked child that never sends: drop the parent's consumer threads from the client.
+
+    They do not exist in this process. After a C ``fork()`` (uWSGI) Python still believes they are
+    alive, and the client's own exit hook, ``join()`` with no timeout, would wait for them forever.
+    """
+    if getattr(client, "consumers", None):
+        client.consumers = []
 
 
 class RedactingFilter(logging.Filter):

@@ -17,6 +17,7 @@ DROP_REASONS = (
     "delivery_failed",  # Segment's client gave up on the batch (on_error)
     "shutdown",  # still queued when the shutdown or exit deadline passed, or tracked after shutdown
     "flush_deadline",  # not delivered within a per-invocation/per-request flush's deadline (serverless)
+    "threads_disabled",  # the server runs Python without threads (uWSGI without --enable-threads)
     "error",  # an unexpected exception, logged with its traceback
 )
 

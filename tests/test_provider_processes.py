@@ -153,3 +153,53 @@ def test_background_threads_leave_process_signals_to_the_main_thread(collector: 
         assert not _blocked_signals(threading.main_thread().native_id) & (1 << (signal.SIGTERM - 1))
     finally:
         provider.shutdown(2)
+
+
+C_FORK = """
+import ctypes, json, os, signal, sys, time
+from segment_exposure import Exposure, SegmentExposureTrackingProvider
+host, key, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+provider = SegmentExposureTrackingProvider(
+    key, host=host, flush_timeout=5, client_options={"upload_interval": 0.05}
+)
+provider.track(Exposure("warmup", "on"), {"user_id": "parent-000"})
+assert provider.flush(10)
+# C fork(), as uWSGI forks its workers: Python's os.register_at_fork hooks do not run.
+pid = ctypes.CDLL(None, use_errno=True).fork()
+if pid == 0:
+    if mode == "track":
+        for i in range(50):
+            provider.track(Exposure("checkout", "child"), {"user_id": f"child-{i:03d}"})
+        print(json.dumps({"flushed": provider.flush(10), "stats": provider.stats()}), flush=True)
+    sys.exit(0)  # the exit hooks must not wait for the parent's threads, which do not exist here
+start = time.monotonic()
+while time.monotonic() - start < 20:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    time.sleep(0.02)
+else:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    status = -1
+print(json.dumps({"child_status": status, "child_exit_seconds": time.monotonic() - start}), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("mode", ["track", "idle"])
+def test_c_forked_child_notices_by_pid_delivers_and_exits_promptly(
+    collector: SegmentCollector, mode: str
+) -> None:
+    done = run_python(C_FORK, collector.url, WRITE_KEY, mode)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    result = lines[-1]
+    assert result["child_status"] == 0, done.stderr
+    # Bounded by flush_timeout, not waiting forever on the parent's Segment consumer thread.
+    assert result["child_exit_seconds"] < 5, result
+    if mode == "track":
+        child = lines[0]
+        assert child["flushed"] is True
+        assert child["stats"]["tracked"] == 50 and child["stats"]["delivered"] == 50
+        assert len([m for m in collector.events() if m["userId"].startswith("child-")]) == 50
