@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         help="event name to treat as an exposure (repeatable)",
     )
     serve.add_argument("--max-body-bytes", type=_positive_int, default=None, help="request body cap (16 MiB)")
+    serve.add_argument(
+        "--body-timeout", type=float, default=None, help="seconds a request body may take to arrive (10)"
+    )
 
     translate = command(
         "translate", "Segment events (JSON lines or a JSON array) to Amplitude events (JSON lines)"
