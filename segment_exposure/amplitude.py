@@ -55,8 +55,8 @@ import math
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -713,7 +713,7 @@ class _Send:
                     client._sleep(wake - now)
 
     def _launchable(self, now: float, flying: int) -> list[_Request]:
-        """The requests to start now, so that at most ``max_in_flight`` fly (one while Amplitude looks down)."""
+        """The requests to start now: at most ``max_in_flight`` fly (one while Amplitude looks down)."""
         limit = self.client.max_in_flight
         launch: list[_Request] = []
         while flying + len(launch) < limit:

@@ -105,7 +105,12 @@ def test_a_16_mb_batch_reaches_a_slow_amplitude_through_the_lambda(
 ) -> None:
     events, body = batch
     amplitude.inject("slow", count=None, delay=latency)
-    for name in ("AMPLITUDE_REGION", "AMPLITUDE_MIN_ID_LENGTH", "AMPLITUDE_DEADLINE", "WEBHOOK_MAX_BODY_BYTES"):
+    for name in (
+        "AMPLITUDE_REGION",
+        "AMPLITUDE_MIN_ID_LENGTH",
+        "AMPLITUDE_DEADLINE",
+        "WEBHOOK_MAX_BODY_BYTES",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AMPLITUDE_API_KEY", API_KEY)
     monkeypatch.setenv("SEGMENT_SHARED_SECRET", SECRET)

@@ -15,7 +15,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from http import HTTPStatus
 from typing import Any
 
 from .settings import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DEPTH
@@ -137,7 +136,10 @@ class WebhookASGIApp:
         signature = headers.get(b"x-signature")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool(), self.handler.handle, body, None if signature is None else signature.decode("latin-1")
+            self._pool(),
+            self.handler.handle,
+            body,
+            None if signature is None else signature.decode("latin-1"),
         )
 
     def _pool(self) -> ThreadPoolExecutor:

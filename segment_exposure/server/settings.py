@@ -152,7 +152,9 @@ def _seconds(name: str, value: Any, default: float) -> float:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{ENVIRONMENT[name]} must be a number of seconds, got {str(value)[:20]!r}") from None
+        raise ConfigError(
+            f"{ENVIRONMENT[name]} must be a number of seconds, got {str(value)[:20]!r}"
+        ) from None
     if not math.isfinite(seconds) or seconds <= 0 or seconds > 3600:
         raise ConfigError(f"{ENVIRONMENT[name]} must be between 0 and 3600 seconds, got {seconds}")
     return seconds

@@ -1,0 +1,115 @@
+"""``segment-exposure serve`` on a hostile network: stalled bodies, slow readers, idle keep-alives.
+
+The real ``serve`` (gunicorn, 2 workers, its default process model) runs against the AmplitudeEmulator; the
+hostile clients are raw sockets on 127.0.0.1, and Segment is played by signed batches sent meanwhile. Each
+signed batch must be answered 200 within 2 s of its latency on a quiet server, and the server must close
+the hostile connections itself within the documented timeouts (the body timeout, set to 3 s here to keep
+the test short, and the 5 s keep-alive).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks.hostile import (
+    Hostiles,
+    Serve,
+    idle_keepalive,
+    serving,
+    signed_batch,
+    slow_reader,
+    stalled_body,
+    timed_batches,
+)
+from segment_exposure.cli.serve import KEEPALIVE
+from segment_exposure.testing import AmplitudeEmulator
+
+BODY_TIMEOUT = 3.0
+#: Seconds of scheduling noise allowed on top of a documented timeout (2 shared cores).
+SLACK = 6.0
+#: Signed batches may take this much longer than on a quiet server.
+ALLOWED_EXTRA = 2.0
+BATCH = 100
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Serve, AmplitudeEmulator]]:
+    with serving(env={"WEBHOOK_BODY_TIMEOUT": str(BODY_TIMEOUT)}) as (server, amplitude):
+        yield server, amplitude
+
+
+@pytest.fixture(scope="module")
+def quiet_latency(served: tuple[Serve, AmplitudeEmulator]) -> float:
+    server, _ = served
+    return statistics.median(timed_batches(server.url, 5, BATCH, "quiet"))
+
+
+@pytest.fixture
+def hostiles() -> Iterator[Hostiles]:
+    opened = Hostiles()
+    yield opened
+    opened.close()
+
+
+def assert_prompt(latencies: list[float], quiet: float) -> None:
+    slowest = max(latencies)
+    assert slowest <= quiet + ALLOWED_EXTRA, f"a signed batch took {slowest:.2f} s (quiet: {quiet:.3f} s)"
+
+
+def test_200_stalled_bodies_neither_block_signed_batches_nor_stay_open(
+    served: tuple[Serve, AmplitudeEmulator], quiet_latency: float, hostiles: Hostiles
+) -> None:
+    server, amplitude = served
+    for _ in range(200):
+        hostiles.add(stalled_body("127.0.0.1", server.port))
+    latencies = timed_batches(server.url, 10, BATCH, "stalled")
+    assert_prompt(latencies, quiet_latency)
+    closes, answers = hostiles.closed_after(BODY_TIMEOUT + SLACK)
+    assert max(closes) <= BODY_TIMEOUT + SLACK, "every stalled connection is closed by the server"
+    assert min(closes) >= BODY_TIMEOUT - 0.5, "not before the body timeout"
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), "each is told why (408)"
+    assert amplitude.wait_for_ingested(10 * BATCH, timeout=10)
+
+
+def test_slow_readers_do_not_block_signed_batches(
+    served: tuple[Serve, AmplitudeEmulator], quiet_latency: float, hostiles: Hostiles
+) -> None:
+    server, amplitude = served
+    amplitude.reset()
+    for n in range(50):
+        body, headers = signed_batch(10, f"slow-reader{n}")
+        hostiles.add(slow_reader("127.0.0.1", server.port, body, headers))
+    latencies = timed_batches(server.url, 10, BATCH, "readers")
+    assert_prompt(latencies, quiet_latency)
+    # Their requests were whole and signed: they are delivered even though no one reads the answers.
+    assert amplitude.wait_for_ingested(50 * 10 + 10 * BATCH, timeout=30)
+    closes, answers = hostiles.closed_after(KEEPALIVE + SLACK + 5, drain=True)
+    assert max(closes) <= KEEPALIVE + SLACK + 5, "an unread connection is closed once it idles"
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
+
+
+def test_many_idle_keepalives_are_closed_and_cost_nothing(
+    served: tuple[Serve, AmplitudeEmulator], quiet_latency: float, hostiles: Hostiles
+) -> None:
+    server, _ = served
+    for _ in range(500):
+        hostiles.add(idle_keepalive("127.0.0.1", server.port))
+    latencies = timed_batches(server.url, 10, BATCH, "idle")
+    assert_prompt(latencies, quiet_latency)
+    closes, _ = hostiles.closed_after(KEEPALIVE + SLACK + 5)
+    assert max(closes) <= KEEPALIVE + SLACK + 5, f"idle keep-alives are closed after {KEEPALIVE} s"
+
+
+def test_the_server_survives_and_still_delivers(
+    served: tuple[Serve, AmplitudeEmulator], quiet_latency: float
+) -> None:
+    server, _ = served
+    assert server.process.poll() is None
+    latencies = timed_batches(server.url, 3, BATCH, "after")
+    assert_prompt(latencies, quiet_latency)
+    assert not [line for line in server.lines if "Traceback" in line or "[CRITICAL]" in line], "\n".join(
+        server.lines[-20:]
+    )
