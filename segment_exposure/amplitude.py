@@ -250,6 +250,27 @@ class _Request:
     failure: _Transient | None = None
 
 
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _compact_dumps() -> Any:
+    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``, with C's encoder
+    made once per send rather than once per event as ``JSONEncoder.encode`` does (a fifth of the cost of
+    encoding a small event). Without the circular-reference check: a cycle raises ``RecursionError``."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    basestring = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or basestring is None:  # no C accelerator (e.g. PyPy)
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan)
+    encode = make(None, _not_serializable, basestring, None, ":", ",", False, False, False)
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
 def _redact_url(url: str) -> str:
     """``url`` without user info, so credentials in an endpoint never reach a log or a repr."""
     parts = urlsplit(url)
@@ -633,13 +654,13 @@ class _Send:
         return chunks
 
     def _encode(self) -> list[int]:
-        dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+        dumps = _compact_dumps()
         pending: list[int] = []
         limit = self.max_bytes - self.overhead
         for i, event in enumerate(self.events):
             try:
                 data = dumps(event).encode()
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 self.outcomes[i] = EventOutcome(
                     Status.REJECTED,
                     "not_json",
