@@ -38,7 +38,7 @@ SECRET = "whsec-hostile-1f2e3d4c5b"
 _LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 
 
-def signed_batch(n: int, tag: str) -> tuple[bytes, dict[str, str]]:
+def signed_batch(n: int, tag: str, secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
     """A signed webhook body of ``n`` Segment ``$exposure`` events and its headers."""
     from segment_exposure.server import sign
 
@@ -56,7 +56,7 @@ def signed_batch(n: int, tag: str) -> tuple[bytes, dict[str, str]]:
         for i in range(n)
     ]
     body = json.dumps(events).encode()
-    return body, {"Content-Type": "application/json", "X-Signature": sign(body, SECRET)}
+    return body, {"Content-Type": "application/json", "X-Signature": sign(body, secret)}
 
 
 def stalled_body(host: str, port: int) -> socket.socket:
@@ -162,7 +162,15 @@ def timed_batches(url: str, count: int, size: int, tag: str, timeout: float = 12
 class Serve:
     """``python -m segment_exposure serve`` on 127.0.0.1 (port 0) against ``endpoint``, in its own session."""
 
-    def __init__(self, endpoint: str, *, workers: int = 2, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        workers: int = 2,
+        env: Mapping[str, str] | None = None,
+        api_key: str = API_KEY,
+        secret: str = SECRET,
+    ) -> None:
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(("AMPLITUDE_", "SEGMENT_", "WEBHOOK_"))
         }
@@ -170,8 +178,8 @@ class Serve:
             [sys.executable, "-m", "segment_exposure", "serve", "--host", "127.0.0.1", "--port", "0"],
             env={
                 **base,
-                "AMPLITUDE_API_KEY": API_KEY,
-                "SEGMENT_SHARED_SECRET": SECRET,
+                "AMPLITUDE_API_KEY": api_key,
+                "SEGMENT_SHARED_SECRET": secret,
                 "AMPLITUDE_ENDPOINT": endpoint,
                 "WORKERS": str(workers),
                 "PYTHONUNBUFFERED": "1",
