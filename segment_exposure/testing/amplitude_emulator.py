@@ -32,7 +32,11 @@ ingested), ``500_after_ingest`` (ingests, then answers 500 or ``status``: the cl
 duplicates the dedupe must drop), ``reset`` and ``reset_after_ingest`` (the connection is aborted with a
 TCP RST, before or after ingesting), ``slow`` (waits ``delay`` seconds, then answers normally), ``non_json``
 (an HTML body with ``status``, default 200; ingested when the status is 2xx unless ``ingest`` says
-otherwise), ``403``, ``413`` and ``429`` (every event throttled). Any fault accepts ``delay``.
+otherwise), ``403``, ``413`` and ``429`` (every event throttled). Any fault accepts ``delay``, and
+``retry_after`` (a ``Retry-After`` header value sent with the answer).
+
+A request in absolute form (``POST http://host/2/httpapi``, as a client sends it to an HTTP proxy) is served
+as if the emulator were that proxy and the host: :attr:`RecordedRequest.proxied` tells it apart.
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ class RecordedRequest:
     fault: str | None
     client_port: int
     gzip: bool
+    proxied: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,7 @@ class _Fault:
     status: int
     delay: float
     ingest: bool
+    retry_after: str | None = None
 
 
 @dataclass(slots=True)
@@ -328,12 +334,14 @@ class AmplitudeEmulator:
         status: int | None = None,
         delay: float | None = None,
         ingest: bool | None = None,
+        retry_after: str | None = None,
     ) -> None:
         """Apply ``fault`` to the next ``count`` requests, after the faults injected before it.
 
         ``count=None`` applies it to every request until :meth:`clear_faults` (an outage). ``status``
         overrides the answer's status, ``delay`` waits first, ``ingest`` says whether the events are
-        ingested before the fault (defaults: see the module's documentation).
+        ingested before the fault (defaults: see the module's documentation), ``retry_after`` is sent as
+        the answer's ``Retry-After`` header.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose from {sorted(FAULTS)}")
@@ -353,7 +361,7 @@ class AmplitudeEmulator:
                 fault == "non_json" and 200 <= code < 300
             )
         wait = delay if delay is not None else (1.0 if fault == "slow" else 0.0)
-        spec = _Fault(fault, code, wait, ingest)
+        spec = _Fault(fault, code, wait, ingest, retry_after)
         with self._cond:
             if count is None or count:
                 self._faults.append(_Queued(spec, count))
@@ -464,13 +472,20 @@ class AmplitudeEmulator:
             fault=fault.kind if fault is not None else None,
             client_port=int(handler.client_address[1]),
             gzip=handler.headers.get("Content-Encoding", "").lower() == "gzip",
+            proxied=handler.path.startswith(("http://", "https://")),
         )
         with self._cond:
             self._requests.append(record)
             self._cond.notify_all()
 
     def _send(
-        self, handler: _Handler, status: int, payload: dict[str, Any] | str, *, html: bool = False
+        self,
+        handler: _Handler,
+        status: int,
+        payload: dict[str, Any] | str,
+        *,
+        html: bool = False,
+        retry_after: str | None = None,
     ) -> None:
         if isinstance(payload, str):
             data = payload.encode()
@@ -482,6 +497,8 @@ class AmplitudeEmulator:
             handler.send_response(status)
             handler.send_header("Content-Type", content_type)
             handler.send_header("Content-Length", str(len(data)))
+            if retry_after is not None:
+                handler.send_header("Retry-After", retry_after)
             handler.end_headers()
             handler.wfile.write(data)
         except OSError:
@@ -514,6 +531,8 @@ class AmplitudeEmulator:
         """Answer one POST. Each request is recorded before its answer leaves, so a client that has its
         answer can already see the request in :attr:`requests`."""
         path = handler.path.split("?", 1)[0]
+        if path.startswith(("http://", "https://")):
+            path = "/" + path.split("://", 1)[1].partition("/")[2]  # absolute form: as a proxy gets it
         length_header = handler.headers.get("Content-Length")
         if length_header is None or not length_header.isdigit():
             handler.close_connection = True
@@ -545,7 +564,7 @@ class AmplitudeEmulator:
         elif kind == "non_json":
             self._record(handler, path, fault.status, events, fault)
             text = _HTML.format(f"{fault.status} {_STATUS_TEXT.get(fault.status, '')}")
-            self._send(handler, fault.status, text, html=True)
+            self._send(handler, fault.status, text, html=True, retry_after=fault.retry_after)
         elif kind == "429":
             count = self._count_events(raw, encoding)
             self._record(handler, path, 429, count, fault)
@@ -559,11 +578,12 @@ class AmplitudeEmulator:
                 "exceeded_daily_quota_users": {},
                 "exceeded_daily_quota_devices": {},
             }
-            self._send(handler, 429, answer)
+            self._send(handler, 429, answer, retry_after=fault.retry_after)
         else:
             status = fault.status
             self._record(handler, path, status, events, fault)
-            self._send(handler, status, {"code": status, "error": _STATUS_TEXT.get(status, "Error")})
+            error = {"code": status, "error": _STATUS_TEXT.get(status, "Error")}
+            self._send(handler, status, error, retry_after=fault.retry_after)
 
     @staticmethod
     def _decode(raw: bytes, encoding: str) -> bytes:
