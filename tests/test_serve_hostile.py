@@ -25,6 +25,7 @@ from benchmarks.hostile import (
     timed_batches,
 )
 from segment_exposure.cli.serve import KEEPALIVE
+from segment_exposure.server import ConfigError, ServerSettings
 from segment_exposure.testing import AmplitudeEmulator
 
 BODY_TIMEOUT = 3.0
@@ -113,3 +114,15 @@ def test_the_server_survives_and_still_delivers(
     assert not [line for line in server.lines if "Traceback" in line or "[CRITICAL]" in line], "\n".join(
         server.lines[-20:]
     )
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 10.0), ("2.5", 2.5), ("30", 30.0)])
+def test_body_timeout_setting(value: str | None, expected: float) -> None:
+    environ = {"AMPLITUDE_API_KEY": "amp-key-0001", **({"WEBHOOK_BODY_TIMEOUT": value} if value else {})}
+    assert ServerSettings.from_environ(environ).body_timeout == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", "99999"])
+def test_bad_body_timeouts_are_one_line_errors(value: str) -> None:
+    with pytest.raises(ConfigError, match="WEBHOOK_BODY_TIMEOUT"):
+        ServerSettings.from_environ({"AMPLITUDE_API_KEY": "amp-key-0001", "WEBHOOK_BODY_TIMEOUT": value})
