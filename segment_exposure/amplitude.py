@@ -62,8 +62,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
+
+from ._http import HttpFailure, HttpTimeout, Poster, RequestsPoster, Urllib3Poster
 
 __all__ = [
     "ENDPOINTS",
@@ -383,25 +384,23 @@ class AmplitudeClient:
             max_bytes=max_request_bytes or limits.max_bytes,
         )
         self.max_in_flight = max_in_flight
-        self._owns_session = session is None
-        self._request_options: dict[str, Any] = {}
+        self._proxies: dict[str, str] = {}
+        self._poster: Poster
         if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(
-                pool_connections=1, pool_maxsize=max(pool_maxsize, max_in_flight), max_retries=0
+            # The environment's proxy and CA settings, read once, here (requests would read them, and
+            # ~/.netrc, again on every request), for our own urllib3 pool. Sends that post on the calling
+            # thread and those on the pool's threads can overlap: room for both.
+            with requests.Session() as reader:
+                environment = reader.merge_environment_settings(self.endpoint, {}, None, None, None)
+            self._proxies = dict(environment["proxies"] or {})
+            self._poster = Urllib3Poster(
+                self.endpoint,
+                maxsize=max(pool_maxsize, max_in_flight) * 2,
+                proxies=self._proxies,
+                verify=environment["verify"],
             )
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            # Read the environment's proxy and CA settings once, here: with trust_env, requests reads them
-            # (and ~/.netrc) again on every request. The result is passed to each request explicitly.
-            environment = session.merge_environment_settings(self.endpoint, {}, None, None, None)
-            session.trust_env = False
-            self._request_options = {
-                "proxies": environment["proxies"],
-                "verify": environment["verify"],
-                "cert": environment["cert"],
-            }
-        self._session = session
+        else:
+            self._poster = RequestsPoster(session)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._headers = {"Content-Type": "application/json", "User-Agent": user_agent}
@@ -435,13 +434,12 @@ class AmplitudeClient:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
-        if self._owns_session:
-            self._session.close()
+        self._poster.close()
 
     @property
     def proxies(self) -> dict[str, str]:
-        """The proxies read from the environment when the client was built (empty: none, or own session)."""
-        return dict(self._request_options.get("proxies") or {})
+        """The proxies read from the environment when the client was built (empty with a caller's session)."""
+        return dict(self._proxies)
 
     # -- public ----------------------------------------------------------------------------------------
 
@@ -480,19 +478,15 @@ class AmplitudeClient:
             raise _Transient("deadline", "the deadline passed before the request could be sent")
         timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
         try:
-            response = self._session.post(
-                self.endpoint, data=body, headers=self._headers, timeout=timeout, **self._request_options
-            )
-            content = response.content
-        except requests.Timeout as exc:
+            response = self._poster.post(self.endpoint, body, self._headers, timeout)
+        except HttpTimeout as exc:
             code = "deadline" if time.monotonic() >= end - 0.001 else "timeout"
-            raise _Transient(
-                code, f"no answer from Amplitude within {timeout[1]:.3g} s ({type(exc).__name__})"
-            ) from None
-        except requests.RequestException as exc:
+            raise _Transient(code, f"no answer from Amplitude within {timeout[1]:.3g} s ({exc})") from None
+        except HttpFailure as exc:
             reason = f"network error talking to Amplitude: {self._redact(str(exc))[:300]}"
             raise _Transient("network", reason) from None
-        status = response.status_code
+        status = response.status
+        content = response.content
         try:
             parsed = json.loads(content) if content else None
         except ValueError:
@@ -500,7 +494,7 @@ class AmplitudeClient:
         if status >= 500 or status == 408:
             code = "unavailable" if status == 503 else "server_error"
             detail = parsed.get("error", "") if isinstance(parsed, dict) else "non-JSON body"
-            wait_for = retry_after_seconds(response.headers.get("Retry-After")) if status == 503 else None
+            wait_for = retry_after_seconds(response.retry_after) if status == 503 else None
             raise _Transient(
                 code, f"Amplitude answered HTTP {status} ({self._redact(str(detail))[:200]})", wait_for
             )
@@ -514,7 +508,7 @@ class AmplitudeClient:
                     f"Amplitude answered HTTP {status} with a body that is not a JSON object; it may or may "
                     "not have ingested the events",
                 )
-        return _Reply(status, parsed, retry_after_seconds(response.headers.get("Retry-After")))
+        return _Reply(status, parsed, retry_after_seconds(response.retry_after))
 
     def _submit(self, body: bytes, end: float) -> Future[_Reply]:
         """Post ``body`` on the client's pool of ``max_in_flight`` threads (made on first use)."""
