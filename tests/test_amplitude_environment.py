@@ -8,11 +8,14 @@ and recorded as proxied, so an endpoint on a host that does not resolve is reach
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 from segment_exposure.amplitude import AmplitudeClient, Status, retry_after_seconds
 from segment_exposure.testing import AmplitudeEmulator
@@ -23,7 +26,7 @@ API_KEY = "amp-env-key-3c4d5e6f70"
 #: A host that never resolves (RFC 6761): reaching it proves the proxy was used.
 UNREACHABLE = "http://amplitude.invalid/2/httpapi"
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
-PROXY_VARIABLES += ("ALL_PROXY", "all_proxy")
+PROXY_VARIABLES += ("ALL_PROXY", "all_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 @pytest.fixture
@@ -91,6 +94,32 @@ def test_no_proxy_is_honoured(emulator: AmplitudeEmulator, clean_environment: py
         result = client.send(events(5, "direct"))
     assert result.all_delivered, result.retry_later
     assert not any(r.proxied for r in emulator.requests)
+
+
+def test_https_is_verified_with_the_environments_ca_bundle(
+    clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """HTTPS through the client's own pool: REQUESTS_CA_BUNDLE is honoured, and without it an unknown
+    certificate authority is refused (nothing sent, the events kept as retry later)."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    with AmplitudeEmulator(api_keys={API_KEY}, ssl_context=context) as secure:
+        assert secure.http_api_url.startswith("https://127.0.0.1:")
+        clean_environment.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+        with AmplitudeClient(API_KEY, endpoint=secure.http_api_url, timeout=(2.0, 5.0)) as client:
+            trusted = client.send(events(5, "tls"))
+        assert trusted.all_delivered, trusted.retry_later
+        clean_environment.delenv("REQUESTS_CA_BUNDLE")
+        with AmplitudeClient(
+            API_KEY, endpoint=secure.http_api_url, timeout=(2.0, 5.0), max_attempts=1
+        ) as client:
+            refused = client.send(events(5, "untrusted"))
+        assert {o.code for o in refused} == {"network"}
+        assert "certificate" in refused[0].reason.lower()
+        assert secure.ingested_count == 5
 
 
 # -- Retry-After on 503 -------------------------------------------------------------------------------

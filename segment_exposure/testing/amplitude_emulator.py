@@ -45,6 +45,7 @@ import gzip
 import json
 import math
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -210,7 +211,8 @@ class AmplitudeEmulator:
     ``api_keys``: the valid keys (``None`` accepts any non-empty key). ``eps_threshold`` and
     ``throttle_window`` (and ``batch_*`` for ``/batch``) set the per-user and per-device sliding window,
     ``daily_quota`` a per-id total (``None``: unlimited). ``index_map_limit`` makes 400 answers name only the
-    first N bad events, as Amplitude may. The settings are plain attributes and may be changed while running.
+    first N bad events, as Amplitude may. ``ssl_context`` (a server context with a certificate) serves HTTPS.
+    The settings are plain attributes and may be changed while running.
     All methods are thread-safe.
     """
 
@@ -229,8 +231,10 @@ class AmplitudeEmulator:
         http_max_body_bytes: int = 999_999,
         batch_max_body_bytes: int = 20_000_000,
         index_map_limit: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port = port
         self.api_keys: frozenset[str] | None = frozenset(api_keys) if api_keys is not None else None
         self.eps_threshold = eps_threshold
@@ -263,6 +267,8 @@ class AmplitudeEmulator:
             raise RuntimeError("the emulator is already running")
         self._stopping.clear()
         server = _Server((self.host, self.port), self)
+        if self.ssl_context is not None:
+            server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -311,8 +317,9 @@ class AmplitudeEmulator:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://{self.host}:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https://`` with an ``ssl_context``)."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def http_api_url(self) -> str:
