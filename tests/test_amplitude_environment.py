@@ -10,8 +10,8 @@ from __future__ import annotations
 import email.utils
 import ssl
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
