@@ -107,10 +107,9 @@ class Hostiles:
         self.sockets.append(sock)
         self.opened.append(time.monotonic())
 
-    def closed_after(self, bound: float, *, drain: bool = False) -> tuple[list[float], list[bytes]]:
+    def closed_after(self, bound: float) -> tuple[list[float], list[bytes]]:
         """Seconds from opening to the server's close (EOF or reset) for each socket, waiting up to
-        ``bound`` seconds in all; the first bytes each received. ``drain``: read what arrives (a slow
-        reader starts reading only now)."""
+        ``bound`` seconds in all, reading (and so draining) what arrives; the first bytes each received."""
         closed: dict[int, float] = {}
         first: dict[int, bytes] = {}
         end = time.monotonic() + bound
@@ -126,9 +125,7 @@ class Hostiles:
                 except BlockingIOError:
                     continue
                 if data:
-                    first.setdefault(index, data[:64])
-                    if not drain and index in first and len(first[index]) > 64:
-                        continue
+                    first.setdefault(index, data[:1024])
                     continue
                 closed[index] = time.monotonic() - self.opened[index]
         return [closed.get(i, float("inf")) for i in range(len(self.sockets))], [

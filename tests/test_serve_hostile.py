@@ -9,6 +9,7 @@ the test short, and the 5 s keep-alive).
 
 from __future__ import annotations
 
+import socket
 import statistics
 from collections.abc import Iterator
 
@@ -87,7 +88,7 @@ def test_slow_readers_do_not_block_signed_batches(
     assert_prompt(latencies, quiet_latency)
     # Their requests were whole and signed: they are delivered even though no one reads the answers.
     assert amplitude.wait_for_ingested(50 * 10 + 10 * BATCH, timeout=30)
-    closes, answers = hostiles.closed_after(KEEPALIVE + SLACK + 5, drain=True)
+    closes, answers = hostiles.closed_after(KEEPALIVE + SLACK + 5)
     assert max(closes) <= KEEPALIVE + SLACK + 5, "an unread connection is closed once it idles"
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
 
@@ -126,3 +127,31 @@ def test_body_timeout_setting(value: str | None, expected: float) -> None:
 def test_bad_body_timeouts_are_one_line_errors(value: str) -> None:
     with pytest.raises(ConfigError, match="WEBHOOK_BODY_TIMEOUT"):
         ServerSettings.from_environ({"AMPLITUDE_API_KEY": "amp-key-0001", "WEBHOOK_BODY_TIMEOUT": value})
+
+
+def test_bodies_held_in_memory_are_bounded_per_worker() -> None:
+    """Bodies are charged as they arrive: with a 20 KB body limit a worker holds at most 80 KB; a client
+    that would go over is answered 503 with Retry-After at once, and the budget frees up again."""
+    limit = 20_000
+    env = {"WEBHOOK_MAX_BODY_BYTES": str(limit), "WEBHOOK_BODY_TIMEOUT": str(BODY_TIMEOUT)}
+    with serving(workers=1, env=env) as (server, amplitude):
+        opened = Hostiles()
+        try:
+            for _ in range(5):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                sock.sendall(
+                    b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % limit
+                    + b"["
+                    + b" " * (limit - 1_001)
+                )
+                opened.add(sock)
+            closes, answers = opened.closed_after(BODY_TIMEOUT + SLACK)
+        finally:
+            opened.close()
+        statuses = sorted(a[9:12] for a in answers)
+        assert statuses == [b"408"] * 4 + [b"503"], answers
+        busy = answers[[a[9:12] for a in answers].index(b"503")]
+        assert b"\r\nretry-after: 1\r\n" in busy.lower()
+        assert min(closes) < BODY_TIMEOUT, "the one over the budget is answered at once"
+        assert timed_batches(server.url, 2, 10, "after-budget")
+        assert amplitude.wait_for_ingested(20, timeout=10)

@@ -7,6 +7,11 @@ costs a coroutine and its buffer, not a thread, and the body must arrive within 
 (else 408 and the connection is closed). Only a request whose whole body is in memory goes to a thread,
 where the same :class:`~segment_exposure.server.webhook.WebhookHandler` as in the WSGI app and the Lambda
 verifies, parses and delivers it. The routes and statuses are those of :func:`create_app`.
+
+Bodies in memory are bounded per worker (``max_buffered_bytes``, default 4 bodies of the maximum size):
+bytes are charged as they arrive and released when the request is answered, and a request that would go
+over is answered 503 with ``Retry-After`` (Segment retries), so many clients sending large bodies slowly
+cannot make a worker run out of memory.
 """
 
 from __future__ import annotations
@@ -30,11 +35,29 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: Deliveries one worker process runs at once; more requests with a whole body wait (as coroutines).
-DEFAULT_DELIVERY_THREADS = 8
+#: As many as gthread workers had threads: each may hold a parsed batch of up to the body limit.
+DEFAULT_DELIVERY_THREADS = 4
+#: Bodies of the maximum size a worker holds in memory at once, receiving or waiting for a thread.
+BUFFERED_BODIES = 4
+#: Seconds Segment is asked to wait when a worker holds too many bodies.
+BUSY_RETRY_AFTER = "1"
 
 
 class _Disconnected(Exception):
     """The client went away before its body arrived: there is no one to answer."""
+
+
+class _Busy(Exception):
+    """Taking this request's next bytes would put the worker over its budget of buffered bodies."""
+
+
+class _Charge:
+    """Bytes one request holds against the app's budget (touched on the event loop only)."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
 
 
 def create_asgi_app(
@@ -45,11 +68,18 @@ def create_asgi_app(
     max_depth: int = DEFAULT_MAX_DEPTH,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     delivery_threads: int = DEFAULT_DELIVERY_THREADS,
+    max_buffered_bytes: int | None = None,
 ) -> WebhookASGIApp:
     """An ASGI app with the routes and statuses of :func:`segment_exposure.server.create_app`, plus 408
-    when a body does not arrive within ``body_timeout`` seconds."""
+    when a body does not arrive within ``body_timeout`` seconds and 503 (``Retry-After``) when the worker
+    already holds ``max_buffered_bytes`` of bodies (default: 4 bodies of ``max_body_bytes``)."""
     handler = WebhookHandler(destination, shared_secret, max_body_bytes=max_body_bytes, max_depth=max_depth)
-    return WebhookASGIApp(handler, body_timeout=body_timeout, delivery_threads=delivery_threads)
+    return WebhookASGIApp(
+        handler,
+        body_timeout=body_timeout,
+        delivery_threads=delivery_threads,
+        max_buffered_bytes=max_buffered_bytes,
+    )
 
 
 class WebhookASGIApp:
@@ -61,12 +91,17 @@ class WebhookASGIApp:
         *,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         delivery_threads: int = DEFAULT_DELIVERY_THREADS,
+        max_buffered_bytes: int | None = None,
     ) -> None:
-        if not body_timeout > 0 or delivery_threads < 1:
-            raise ValueError("body_timeout and delivery_threads must be positive")
+        if max_buffered_bytes is None:
+            max_buffered_bytes = BUFFERED_BODIES * handler.max_body_bytes
+        if not body_timeout > 0 or delivery_threads < 1 or max_buffered_bytes < 1:
+            raise ValueError("body_timeout, delivery_threads and max_buffered_bytes must be positive")
         self.handler = handler
         self.body_timeout = body_timeout
         self.delivery_threads = delivery_threads
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered_bytes = 0  # bodies held now, receiving or waiting for a delivery thread
         self._executor: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -104,23 +139,26 @@ class WebhookASGIApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = str(scope.get("method", "GET")).upper()
         headers = {bytes(k).lower(): bytes(v) for k, v in scope.get("headers", ())}
+        charge = _Charge()
         try:
-            response = await self._route(method, str(scope.get("path") or "/"), headers, receive)
+            response = await self._route(method, str(scope.get("path") or "/"), headers, receive, charge)
         except _Disconnected:
             return
+        finally:
+            self.buffered_bytes -= charge.bytes
         payload = response.payload()
         out = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),
             *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers),
         ]
-        if response.status in (408, 413, 411) or (response.status == 400 and method == "POST"):
+        if response.status in (408, 411, 413) or (response.status in (400, 503) and method == "POST"):
             out.append((b"connection", b"close"))  # the rest of the body (if any) is not read
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else payload})
 
     async def _route(
-        self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive
+        self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive, charge: _Charge
     ) -> WebhookResponse:
         if path == "/healthz":
             if method in ("GET", "HEAD"):
@@ -130,7 +168,7 @@ class WebhookASGIApp:
             return error_response(404, "not found: POST Segment events to /")
         if method != "POST":
             return error_response(405, "POST Segment events to /", ("Allow", "POST"))
-        body = await self._body(headers, receive)
+        body = await self._body(headers, receive, charge)
         if isinstance(body, WebhookResponse):
             return body
         signature = headers.get(b"x-signature")
@@ -142,12 +180,37 @@ class WebhookASGIApp:
             None if signature is None else signature.decode("latin-1"),
         )
 
+    async def _read(self, receive: Receive, limit: int, charge: _Charge) -> bytes:
+        """The body, up to ``limit`` bytes (the server de-chunks), each chunk charged to the budget;
+        raises ``_Disconnected`` if the client left, ``_Busy`` if the budget is used up."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            if chunk:
+                if self.buffered_bytes + len(chunk) > self.max_buffered_bytes:
+                    raise _Busy
+                self.buffered_bytes += len(chunk)
+                charge.bytes += len(chunk)
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= limit:
+                    break
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.delivery_threads, thread_name_prefix="webhook")
         return self._executor
 
-    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes | WebhookResponse:
+    async def _body(
+        self, headers: dict[bytes, bytes], receive: Receive, charge: _Charge
+    ) -> bytes | WebhookResponse:
         cap = self.handler.max_body_bytes
         length_text = headers.get(b"content-length", b"").strip()
         limit = cap + 1
@@ -160,7 +223,15 @@ class WebhookASGIApp:
                 return oversized  # refused before reading a byte of it
             limit = length
         try:
-            body = await asyncio.wait_for(_read(receive, limit), self.body_timeout)
+            body = await asyncio.wait_for(self._read(receive, limit, charge), self.body_timeout)
+        except _Busy:
+            logger.warning(
+                "webhook: %d bytes of request bodies held (the limit); asking for a retry",
+                self.buffered_bytes,
+            )
+            return error_response(
+                503, "the server holds too many request bodies; retry", ("Retry-After", BUSY_RETRY_AFTER)
+            )
         except asyncio.TimeoutError:
             logger.warning("webhook: a request body did not arrive within %.1f s; closing", self.body_timeout)
             return error_response(
@@ -169,22 +240,3 @@ class WebhookASGIApp:
         if length_text and len(body) < limit:
             return error_response(400, "the body ended before Content-Length bytes arrived")
         return self.handler.too_large(len(body)) or body
-
-
-async def _read(receive: Receive, limit: int) -> bytes:
-    """The body, up to ``limit`` bytes (the server de-chunks); raises ``_Disconnected`` if the client left."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        if chunk:
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= limit:
-                break
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
