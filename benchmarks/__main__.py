@@ -19,6 +19,7 @@ GROUPS = {
     "experiment": "benchmarks.experiment",
     "delivery": "benchmarks.delivery",
     "serve": "benchmarks.serve",
+    "serverless": "benchmarks.serverless",
 }
 
 

@@ -55,7 +55,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -310,6 +310,10 @@ class AmplitudeClient:
     The API key appears in request bodies only: never in logs, exception messages, reasons or ``repr``.
     """
 
+    #: Called with the code of each request's answer: its HTTP status ("200", "503", ...), or "timeout" or
+    #: "reset" when none came. For metrics (segment_exposure.metrics): it must be quick; errors are logged.
+    observer: Callable[[str], None] | None = None
+
     def __init__(
         self,
         api_key: str,
@@ -480,12 +484,15 @@ class AmplitudeClient:
         try:
             response = self._poster.post(self.endpoint, body, self._headers, timeout)
         except HttpTimeout as exc:
+            self._observe("timeout")
             code = "deadline" if time.monotonic() >= end - 0.001 else "timeout"
             raise _Transient(code, f"no answer from Amplitude within {timeout[1]:.3g} s ({exc})") from None
         except HttpFailure as exc:
+            self._observe("reset")
             reason = f"network error talking to Amplitude: {self._redact(str(exc))[:300]}"
             raise _Transient("network", reason) from None
         status = response.status
+        self._observe(str(status))
         content = response.content
         try:
             parsed = json.loads(content) if content else None
@@ -518,6 +525,13 @@ class AmplitudeClient:
                     raise RuntimeError("the client is closed")
                 self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="amplitude-post")
             return self._pool.submit(self._post, body, end)
+
+    def _observe(self, code: str) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(code)
+            except Exception:
+                logger.exception("the Amplitude client's observer failed")
 
     def _backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): exponential, with jitter.

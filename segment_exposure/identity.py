@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import uuid
 from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any
 
+from .browser_cookies import from_cookies
+from .ids import as_id
+
 __all__ = [
     "Identity",
     "bind_user",
+    "bound_request_context",
     "bound_user",
     "context_from_user",
+    "from_cookies",
     "identity_from_user",
     "request_scope",
 ]
@@ -28,6 +32,10 @@ Identity = tuple[str | None, str | None]
 _bound: contextvars.ContextVar[object | None] = contextvars.ContextVar("segment_exposure_user", default=None)
 _scope: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar(
     "segment_exposure_scope", default=None
+)
+# The request's own Segment context (userAgent, ip, locale), for exposures of the bound user.
+_request_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "segment_exposure_request_context", default=None
 )
 
 
@@ -44,19 +52,28 @@ def request_scope() -> dict[Any, Any] | None:
     return _scope.get()
 
 
+def bound_request_context() -> Mapping[str, Any] | None:
+    """The Segment context (``userAgent``, ``ip``, ``locale``) an integration bound for this request."""
+    return _request_context.get()
+
+
 @contextlib.contextmanager
-def bind_user(user: object | None) -> Iterator[dict[Any, Any]]:
+def bind_user(user: object | None, *, context: Mapping[str, Any] | None = None) -> Iterator[dict[Any, Any]]:
     """Bind ``user`` as the identity for ``track(exposure)`` calls made inside the block.
 
     A contextvar keeps concurrent requests apart, in threads and in asyncio tasks alike. The block
-    gets a fresh request scope (see ``request_scope``), which it also yields.
+    gets a fresh request scope (see ``request_scope``), which it also yields. ``context`` (top-level
+    Segment context keys such as ``userAgent``, ``ip``, ``locale``) goes into exposures of this user,
+    under whatever the user's own fields set.
     """
     scope: dict[Any, Any] = {}
     token = _bound.set(user)
     scope_token = _scope.set(scope)
+    context_token = _request_context.set(context or None)
     try:
         yield scope
     finally:
+        _request_context.reset(context_token)
         _scope.reset(scope_token)
         _bound.reset(token)
 
@@ -71,17 +88,10 @@ def identity_from_user(user: object) -> Identity:
         did = getattr(user, "device_id", None)
     # Inlined checks: this runs on every track() call.
     if uid.__class__ is not str or not uid or uid.isspace():
-        uid = _as_id(uid)
+        uid = as_id(uid)
     if did.__class__ is not str or not did or did.isspace():
-        did = _as_id(did)
+        did = as_id(did)
     return uid, did
-
-
-def _as_id(value: object) -> str | None:
-    # Integer and UUID primary keys are common user ids: send their text rather than drop them.
-    if value.__class__ is int or isinstance(value, uuid.UUID):
-        return str(value)
-    return None
 
 
 # Experiment user field -> (Segment context section, key). Sections None are top-level context keys.

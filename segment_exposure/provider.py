@@ -25,8 +25,10 @@ from typing import Any
 from . import segment_client
 from .dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from .exposure import EXPOSURE_EVENT, Exposure
-from .identity import _bound, context_from_user, identity_from_user
+from .identity import _bound, _request_context, context_from_user, identity_from_user
+from .invocation_batch import InvocationBatch
 from .message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
+from .serverless import detect_platform
 from .stats import ProviderStats
 
 __all__ = ["SegmentExposureTrackingProvider"]
@@ -70,7 +72,7 @@ def _json_safe(value: Mapping[str, Any]) -> Any:
 class _Pending:
     """An accepted exposure waiting for the worker thread."""
 
-    __slots__ = ("decision", "device_id", "exposure", "now", "user", "user_id")
+    __slots__ = ("decision", "device_id", "exposure", "now", "request_context", "user", "user_id")
 
     def __init__(
         self,
@@ -80,8 +82,10 @@ class _Pending:
         device_id: str | None,
         now: float,
         decision: Decision,
+        request_context: Mapping[str, Any] | None = None,
     ) -> None:
         self.exposure = exposure
+        self.request_context = request_context
         self.user = user
         self.user_id = user_id
         self.device_id = device_id
@@ -146,6 +150,7 @@ class SegmentExposureTrackingProvider:
         self._stats = ProviderStats()
         self._count_deduplicated = self._stats.deduplicated.incr_one
         self._revive_lock = threading.Lock()
+        self._unflushed_platform = detect_platform()
         self._init_runtime()
         _live.add(self)
         atexit.register(self._at_exit)
@@ -153,6 +158,11 @@ class SegmentExposureTrackingProvider:
             self._install_sigterm_flush()
 
     # -- lifecycle -----------------------------------------------------------------------------------
+
+    # Per-invocation delivery (segment_exposure.serverless): exposures held for the flushing thread to
+    # post, instead of Segment's consumer thread; and the serverless platform still to be warned about.
+    _invocation_batch: InvocationBatch | None = None
+    _unflushed_platform: str | None = None
 
     # Forked or closed: one attribute for track() to check instead of two.
     _unusual = False
@@ -323,7 +333,9 @@ class SegmentExposureTrackingProvider:
         if self._queue.qsize() >= self._max_queue_size:
             self._dedupe.undo(key, decision)
             return self._drop("queue_full", exposure)
-        pending = _Pending(exposure, user, user_id, device_id, now, decision)
+        # The request's context (userAgent, ip, locale) belongs to the request's own user only.
+        request_context = _request_context.get() if user is _bound.get() else None
+        pending = _Pending(exposure, user, user_id, device_id, now, decision, request_context)
         self._queue.put(pending)
         self._stats.tracked.incr()
         if _captures:
@@ -387,12 +399,16 @@ class SegmentExposureTrackingProvider:
             decision.window,
             decision.generation,
         )
+        context = context_from_user(pending.user)
+        if pending.request_context:
+            for key, value in pending.request_context.items():
+                context.setdefault(key, value)  # the user's own fields win
         message: dict[str, Any] = {
             "event": EXPOSURE_EVENT,
             "user_id": pending.user_id,
             "anonymous_id": pending.device_id,
             "properties": properties,
-            "context": context_from_user(pending.user),
+            "context": context,
             "timestamp": datetime.fromtimestamp(
                 (decision.at_ms or int(pending.now * 1000)) / 1000, timezone.utc
             ),
@@ -424,6 +440,8 @@ class SegmentExposureTrackingProvider:
                 self._idle.notify_all()
 
     def _send(self, pending: _Pending) -> None:
+        if self._unflushed_platform is not None:
+            self._warn_unflushed_platform()
         message = self.build_message(pending)
         if self._direct:
             self._send_direct(pending, segment_client.wire_message(message))
@@ -461,9 +479,13 @@ class SegmentExposureTrackingProvider:
         if len(repr(wire)) * 12 > _MAX_MESSAGE_BYTES and len(json.dumps(wire).encode()) > _MAX_MESSAGE_BYTES:
             self._set_aside_too_large(pending)
             return
-        while not segment_client.enqueue(self._analytics, wire):
-            if not self._room_or_give_up():
-                return
+        batch = self._invocation_batch
+        if batch is not None:
+            batch.add(wire)
+        else:
+            while not segment_client.enqueue(self._analytics, wire):
+                if not self._room_or_give_up():
+                    return
         self._stats.enqueued.incr()
 
     def _set_aside_too_large(self, pending: _Pending) -> None:
@@ -551,7 +573,15 @@ class SegmentExposureTrackingProvider:
             failures_before = self._stats.dropped["delivery_failed"].value
             if self._forked:
                 return True  # nothing of this process's own is queued yet
-            drained = self._wait_worker(deadline) and segment_client.wait_drained(self._analytics, deadline)
+            batch = self._invocation_batch
+            # Per invocation, the worker (CPU only, no network) gets a moment even past a spent deadline:
+            # what it has not handed over cannot be posted, nor counted as missing the deadline.
+            drained = self._wait_worker(deadline if batch is None else max(deadline, time.monotonic() + 0.1))
+            if batch is not None:
+                drained = batch.post(deadline) and drained
+                if not self._analytics.queue.unfinished_tasks:
+                    return drained  # nothing on Segment's queue (your own events would be): no wait on it
+            drained = drained and segment_client.wait_drained(self._analytics, deadline)
             return drained and self._stats.dropped["delivery_failed"].value == failures_before
         except Exception:
             log.exception("segment-exposure: flush failed")
@@ -589,6 +619,30 @@ class SegmentExposureTrackingProvider:
             log.exception("segment-exposure: shutdown failed")
             return False
         return delivered
+
+    # -- per-invocation delivery (segment_exposure.serverless) ---------------------------------------
+
+    def _deliver_per_invocation(self) -> None:
+        """From now on ``flush()`` posts what was tracked at once, as one request, on the flushing thread.
+
+        Called by ``serverless.flush_after`` and the integrations' per-request flush. With a client that
+        does not queue for Segment's consumer (in-memory, ``sync_mode``), ``flush()`` is already immediate.
+        """
+        self._unflushed_platform = None
+        if self._invocation_batch is None and self._direct:
+            self._invocation_batch = InvocationBatch(self._analytics, self._settle)
+
+    def _warn_unflushed_platform(self) -> None:
+        platform, self._unflushed_platform = self._unflushed_platform, None
+        if platform is not None and self._invocation_batch is None:
+            log.warning(
+                "segment-exposure: running on %s, which can freeze the process after each response and "
+                "end it without notice, and nothing flushes exposures per invocation: queued ones can be "
+                "lost. Wrap the handler with "
+                "segment_exposure.serverless.flush_after(provider), or turn on FLUSH_EACH_REQUEST in the "
+                "Flask/Django/ASGI integration (see README, Serverless)",
+                platform,
+            )
 
     # -- introspection -------------------------------------------------------------------------------
 

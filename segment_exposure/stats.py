@@ -16,6 +16,7 @@ DROP_REASONS = (
     "queue_full",  # the provider's or Segment's queue was full
     "delivery_failed",  # Segment's client gave up on the batch (on_error)
     "shutdown",  # still queued when the shutdown or exit deadline passed, or tracked after shutdown
+    "flush_deadline",  # not delivered within a per-invocation/per-request flush's deadline (serverless)
     "error",  # an unexpected exception, logged with its traceback
 )
 

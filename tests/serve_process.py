@@ -20,18 +20,24 @@ class ServeProcess:
     """``python -m segment_exposure serve`` in its own session (process group), output collected.
 
     ``kill()`` sends SIGKILL to the whole group, master and workers at once: a machine or container
-    dying, not a graceful stop. ``argv`` replaces the command (e.g. a wrapper script) when given.
+    dying, not a graceful stop. ``argv`` replaces the command (e.g. a wrapper script) when given, and
+    ``listen`` the arguments that bind it to a free loopback port (``("-b", "127.0.0.1:0")`` for gunicorn).
     """
 
     def __init__(
-        self, env: Mapping[str, str], *, workers: int = 1, argv: Sequence[str] | None = None
+        self,
+        env: Mapping[str, str],
+        *,
+        workers: int = 1,
+        argv: Sequence[str] | None = None,
+        listen: Sequence[str] = ("--host", "127.0.0.1", "--port", "0"),
     ) -> None:
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(("AMPLITUDE_", "SEGMENT_", "WEBHOOK_"))
         }
         command = list(argv) if argv is not None else [sys.executable, "-m", "segment_exposure", "serve"]
         self.process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", "0"],
+            [*command, *listen],
             env={**base, "WORKERS": str(workers), "PYTHONUNBUFFERED": "1", **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -326,3 +326,83 @@ def test_example_project_passes_under_djangos_own_test_runner() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Ran 2 tests" in done.stderr and "OK" in done.stderr
     assert "System check identified no issues" in done.stdout + done.stderr
+
+
+# -- identity from the browser's own cookies, and the request's context ----------------------------
+
+ANON = "38c9a8e2-5a1f-4d6b-9c3e-1f2a3b4c5d6e"
+FIREFOX_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.1; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+@pytest.mark.parametrize(
+    ("anonymous_id", "user_id"),
+    [("%22" + ANON + "%22", "%22user-4242%22"), (ANON, "user-4242")],
+    ids=["analytics.js classic", "analytics-next"],
+)
+def test_segment_cookies_give_the_browser_ids(
+    configure: Configure, collector: SegmentCollector, client: Client, anonymous_id: str, user_id: str
+) -> None:
+    client.cookies["ajs_anonymous_id"] = anonymous_id
+    client.cookies["ajs_user_id"] = user_id
+    client.cookies["amp_device_id"] = "device-older-cookie"  # read last: Segment's id wins
+    assert client.get("/checkout").json()["device_id"] == ANON
+    [event] = delivered(collector)
+    assert (event["userId"], event["anonymousId"]) == ("user-4242", ANON)
+
+
+@pytest.mark.django_db
+def test_the_logged_in_user_wins_for_user_id(
+    configure: Configure, collector: SegmentCollector, client: Client, django_user_model: Any
+) -> None:
+    user = django_user_model.objects.create_user("dora")
+    client.force_login(user)
+    client.cookies["ajs_anonymous_id"] = ANON
+    client.cookies["ajs_user_id"] = "someone-else"
+    client.get("/checkout")
+    [event] = delivered(collector)
+    assert (event["userId"], event["anonymousId"]) == (str(user.pk), ANON)
+
+
+def test_set_device_id_cookie_only_without_a_browser_id(
+    configure: Configure, collector: SegmentCollector, client: Client
+) -> None:
+    configure(SET_DEVICE_ID_COOKIE=True)
+    client.cookies["ajs_anonymous_id"] = ANON
+    response = client.get("/checkout")
+    assert response.json()["device_id"] == ANON and "amp_device_id" not in response.cookies
+
+
+def test_request_context_from_meta(configure: Configure, collector: SegmentCollector, client: Client) -> None:
+    client.cookies["ajs_anonymous_id"] = ANON
+    client.get(
+        "/checkout",
+        headers={
+            "User-Agent": FIREFOX_UA,
+            "Accept-Language": "nl-BE,nl;q=0.9",
+            "X-Forwarded-For": "192.0.2.1",
+        },
+        REMOTE_ADDR="203.0.113.44",
+    )
+    [event] = delivered(collector)
+    context = event["context"]
+    assert (context["userAgent"], context["ip"], context["locale"]) == (FIREFOX_UA, "203.0.113.44", "nl-BE")
+
+
+def test_request_context_switches(configure: Configure, collector: SegmentCollector, client: Client) -> None:
+    configure(SEND_IP=False, SEND_LOCALE=False)
+    client.cookies["ajs_anonymous_id"] = ANON
+    client.get("/checkout", headers={"User-Agent": FIREFOX_UA, "Accept-Language": "nl-BE"})
+    [event] = delivered(collector)
+    assert event["context"]["userAgent"] == FIREFOX_UA
+    assert not {"ip", "locale"} & set(event["context"])
+
+
+def test_async_views_get_the_request_context(configure: Configure, collector: SegmentCollector) -> None:
+    async def visit() -> Any:
+        client = AsyncClient()
+        client.cookies["ajs_anonymous_id"] = ANON
+        return (await client.get("/checkout-async", headers={"User-Agent": FIREFOX_UA})).json()
+
+    assert async_to_sync(visit)()["device_id"] == ANON
+    [event] = delivered(collector)
+    assert event["context"]["userAgent"] == FIREFOX_UA and event["anonymousId"] == ANON

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,28 @@ def test_flask_app_demo() -> None:
     assert all(m["properties"]["flag_key"] == "checkout-flow" for m in received)
 
 
+def test_fastapi_app_demo() -> None:
+    out = run_json("fastapi_app/app.py", "--demo")
+    received = {m["anonymousId"]: m for m in out["received"]}
+    for answer in out["responses"].values():  # each request's own cookies, on its own exposure
+        assert received[answer["device_id"]]["userId"] == answer["user_id"]
+    assert received["b2e1d8f3-0000-4000-8000-000000000002"]["userId"] == "alice-0001"
+    assert out["stats"]["delivered"] == out["stats"]["tracked"] == 2  # flushed by the lifespan shutdown
+
+
+def test_browser_identity_demo() -> None:
+    # Headless Chromium, the SDKs from tests/js/browser (npm ci in .ci/run); tests/test_browser_identity.py
+    # checks the same page in depth.
+    out = run_json("browser_identity/app.py", "--demo")
+    anonymous_id = out["browser"]["anonymousId"]
+    assert out["page_event"] == [{"anonymousId": anonymous_id, "userId": None}]
+    assert sorted((e["flag"], e["anonymousId"], e["userId"]) for e in out["exposures"]) == [
+        ("checkout-anonymous", anonymous_id, None),
+        ("checkout-identified", anonymous_id, out["browser"]["userId"]),
+    ]
+    assert out["amplitude_cookie"]["device_id"] == out["browser"]["amplitudeDeviceId"]
+
+
 def test_django_project_test_suite() -> None:
     done = run("manage.py", "test", "--noinput", cwd=EXAMPLES / "django_project")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -109,6 +132,15 @@ def test_lambda_destination_runs_locally() -> None:
         if line.startswith("ingested:")
     ]
     assert len(ingested) == 2 and all(e["event_type"] == "$exposure" and e["insert_id"] for e in ingested)
+
+
+def test_serverless_lambda_delivers_each_invocation_before_it_returns() -> None:
+    done = run("serverless_lambda/run_local.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    arrived = [int(n) for n in re.findall(r"(\d+) at the collector on return", done.stdout)]
+    assert arrived == [1, 2, 3, 4, 5]  # each invocation's exposure was there when its handler returned
+    assert "requests to Segment: 5" in done.stdout  # one request per invocation
+    assert "freeze the process after each response" not in done.stderr  # the flush is set up: no warning
 
 
 def test_segment_function_source_is_what_the_command_prints() -> None:

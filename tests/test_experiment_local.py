@@ -138,6 +138,70 @@ def test_fallback_for_a_missing_flag_is_never_tracked(
     assert (stats["fallbacks"], stats["suppressed"]["fallback"], stats["errors"]) == (3, 4, 0)
 
 
+def test_client_fallback_variant_as_in_the_js_client(
+    collector: SegmentCollector, make_provider: Any, make_local_client: Any
+) -> None:
+    experiment = ExposureTrackingClient(
+        make_local_client(), make_provider(), fallback_variant={"key": "safe", "value": "safe-value"}
+    )
+    missing = experiment.variant(ALICE, "no-such-flag")
+    assert (missing.key, missing.value) == ("safe", "safe-value")  # not tracked
+    assert experiment.variant(ALICE, "no-such-flag", fallback="inline").key == "inline"  # the call's first
+    assert experiment.variant(ALICE, "checkout-flow").key == "treatment"  # a real variant beats both
+    assert experiment.variant(ERIN, "checkout-flow").key == "safe"  # in place of the default "off"...
+    assert experiment.exposure(ERIN, "checkout-flow", fallback="inline") is True  # ...tracked as one unset
+    assert experiment.provider.flush(10)
+    events = by_user(collector)
+    assert set(events) == {"alice-0001", "erin-00005"}
+    assert events["erin-00005"]["properties"] == {
+        "flag_key": "checkout-flow",
+        "experiment_key": EXPERIMENT_KEY,
+    }
+    assert experiment.stats()["suppressed"]["fallback"] == 2
+
+
+def test_empty_or_bad_fallbacks(make_provider: Any, make_local_client: Any) -> None:
+    client, provider = make_local_client(), make_provider()
+    assert ExposureTrackingClient(client, provider, fallback_variant=Variant()).fallback_variant is None
+    assert ExposureTrackingClient(client, provider, fallback_variant={}).fallback_variant is None
+    with pytest.raises(TypeError, match="fallback must be"):
+        ExposureTrackingClient(client, provider, fallback_variant=42)
+    experiment = ExposureTrackingClient(client, provider)
+    with pytest.raises(TypeError, match="fallback must be"):
+        experiment.variant(ALICE, "checkout-flow", fallback=3.5)
+    with pytest.raises(ValueError, match="colour"):
+        experiment.exposure(ALICE, "checkout-flow", fallback={"key": "k", "colour": "red"})
+    assert provider.stats()["tracked"] == 0  # a bad call tracks nothing
+
+
+def test_holdout_groups_are_exposures_mutual_exclusion_groups_are_not(
+    collector: SegmentCollector, make_provider: Any, make_local_client: Any, flag_server: FlagConfigServer
+) -> None:
+    def group(key: str, flag_type: str) -> dict[str, Any]:
+        return {
+            "key": key,
+            "metadata": {
+                "deployed": True,
+                "evaluationMode": "local",
+                "flagType": flag_type,
+                "flagVersion": 1,
+            },
+            "segments": [{"variant": "in"}],
+            "variants": {"in": {"key": "in", "value": "in"}},
+        }
+
+    flag_server.set_flags(
+        [*base_flags(), group("holdout", "holdout-group"), group("mutex", "mutual-exclusion-group")]
+    )
+    experiment = ExposureTrackingClient(make_local_client(), make_provider())
+    assert experiment.variant(ALICE, "holdout").key == "in"
+    assert experiment.variant(ALICE, "mutex").key == "in"  # returned, not tracked
+    assert experiment.provider.flush(10)
+    [event] = collector.events()
+    assert event["properties"] == {"flag_key": "holdout", "variant": "in"}
+    assert experiment.stats()["suppressed"]["group_flag"] == 1
+
+
 def test_evaluation_error_returns_fallback_logs_and_counts(
     collector: SegmentCollector,
     make_provider: Any,

@@ -390,3 +390,185 @@ def test_conflicting_sources_are_an_error(
     app.config.update(SEGMENT_EXPOSURE_WRITE_KEY=WRITE_KEY, SEGMENT_EXPOSURE_PROVIDER=make_provider())
     with pytest.raises(RuntimeError, match=r"segment_exposure\.E005"):
         SegmentExposure(app)
+
+
+# -- identity from the browser's own cookies, and the request's context ----------------------------
+
+ANON = "38c9a8e2-5a1f-4d6b-9c3e-1f2a3b4c5d6e"
+AMPLITUDE_KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+CHROME_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+@pytest.mark.parametrize(
+    ("anonymous_id", "user_id"),
+    [("%22" + ANON + "%22", "%22user-4242%22"), (ANON, "user-4242")],
+    ids=["analytics.js classic", "analytics-next"],
+)
+def test_segment_cookies_give_the_browser_ids(
+    make_app: MakeApp, collector: SegmentCollector, anonymous_id: str, user_id: str
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    client.set_cookie("ajs_anonymous_id", anonymous_id)
+    client.set_cookie("ajs_user_id", user_id)
+    client.set_cookie("amp_device_id", "device-older-cookie")  # read last: Segment's id wins
+    assert client.get("/checkout").get_json()["device_id"] == ANON
+    [event] = delivered(app, collector)
+    assert (event["userId"], event["anonymousId"]) == ("user-4242", ANON)
+
+
+def test_the_logged_in_user_wins_for_user_id(make_app: MakeApp, collector: SegmentCollector) -> None:
+    app = make_app()
+    client = app.test_client()
+    client.post("/login/alice-0001")
+    client.set_cookie("ajs_anonymous_id", ANON)
+    client.set_cookie("ajs_user_id", "someone-else")
+    client.get("/checkout")
+    [event] = delivered(app, collector)
+    assert (event["userId"], event["anonymousId"]) == ("alice-0001", ANON)
+
+
+def test_amplitude_browser_cookie_with_the_api_key(make_app: MakeApp, collector: SegmentCollector) -> None:
+    import base64
+    import json
+    from urllib.parse import quote
+
+    session_json = quote(json.dumps({"deviceId": "amp-device-77", "userId": "amp-user-77"}))
+    app = make_app(SEGMENT_EXPOSURE_AMPLITUDE_API_KEY=AMPLITUDE_KEY)
+    client = app.test_client()
+    client.set_cookie("AMP_" + AMPLITUDE_KEY[:10], base64.b64encode(session_json.encode()).decode())
+    client.get("/checkout")
+    [event] = delivered(app, collector)
+    assert (event["userId"], event["anonymousId"]) == ("amp-user-77", "amp-device-77")
+
+
+def test_identity_sources_order_is_configurable(make_app: MakeApp, collector: SegmentCollector) -> None:
+    app = make_app(SEGMENT_EXPOSURE_IDENTITY_SOURCES=["device_id_cookie", "segment"])
+    client = app.test_client()
+    client.set_cookie("ajs_anonymous_id", ANON)
+    client.set_cookie("amp_device_id", "device-own-cookie")
+    client.post("/login/alice-0001")  # "user" is not a source here
+    client.get("/checkout")
+    [event] = delivered(app, collector)
+    assert (event["userId"], event["anonymousId"]) == (None, "device-own-cookie")
+
+
+def test_bad_identity_options_fail_at_start_up(make_app: MakeApp) -> None:
+    with pytest.raises(RuntimeError, match="SEGMENT_EXPOSURE_IDENTITY_SOURCES must be"):
+        make_app(SEGMENT_EXPOSURE_IDENTITY_SOURCES=["segment", "cookies"])
+    with pytest.raises(RuntimeError, match="SEGMENT_EXPOSURE_AMPLITUDE_API_KEY must be") as failed:
+        make_app(SEGMENT_EXPOSURE_AMPLITUDE_API_KEY="short-key")
+    assert "short-key" not in str(failed.value)  # never echoed
+
+
+def test_hostile_cookies_are_ignored_and_the_request_still_works(
+    make_app: MakeApp, collector: SegmentCollector
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    client.set_cookie("ajs_anonymous_id", "%22null%22")
+    client.set_cookie("ajs_user_id", "x" * 3000)
+    response = client.get("/checkout")
+    assert response.status_code == 200
+    assert response.get_json() == {"tracked": [False, False], "user_id": None, "device_id": None}
+    assert app.extensions["segment_exposure"].provider.stats()["dropped"]["no_identity"] == 2
+
+
+def test_request_context_user_agent_ip_and_locale(make_app: MakeApp, collector: SegmentCollector) -> None:
+    app = make_app()
+    client = app.test_client()
+    client.set_cookie("ajs_anonymous_id", ANON)
+    headers = {
+        "User-Agent": CHROME_UA,
+        "Accept-Language": "de-CH;q=0.8, fr-CH, *;q=0.1",
+        "X-Forwarded-For": "198.51.100.9",  # no ProxyFix: not trusted, not read
+    }
+    client.get("/checkout", headers=headers, environ_base={"REMOTE_ADDR": "203.0.113.5"})
+    [event] = delivered(app, collector)
+    context = event["context"]
+    assert (context["userAgent"], context["ip"], context["locale"]) == (CHROME_UA, "203.0.113.5", "fr-CH")
+
+
+def test_request_context_honours_proxy_fix(make_app: MakeApp, collector: SegmentCollector) -> None:
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app = make_app()
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    client = app.test_client()
+    client.set_cookie("ajs_anonymous_id", ANON)
+    client.get(
+        "/checkout",
+        headers={"X-Forwarded-For": "192.0.2.1, 198.51.100.9"},  # the proxy appended the real peer
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    [event] = delivered(app, collector)
+    assert event["context"]["ip"] == "198.51.100.9"
+
+
+def test_request_context_switches(make_app: MakeApp, collector: SegmentCollector) -> None:
+    app = make_app(
+        SEGMENT_EXPOSURE_SEND_USER_AGENT=False,
+        SEGMENT_EXPOSURE_SEND_IP=False,
+        SEGMENT_EXPOSURE_SEND_LOCALE=False,
+    )
+    client = app.test_client()
+    client.set_cookie("ajs_anonymous_id", ANON)
+    client.get("/checkout", headers={"User-Agent": CHROME_UA, "Accept-Language": "en-GB"})
+    [event] = delivered(app, collector)
+    assert not {"userAgent", "ip", "locale"} & set(event["context"])
+
+
+def test_an_explicit_other_user_gets_no_request_context(
+    make_app: MakeApp, collector: SegmentCollector
+) -> None:
+    app = make_app()
+
+    @app.get("/for-other")
+    def for_other() -> Any:
+        provider = current_app.extensions["segment_exposure"].provider
+        return jsonify(tracked=provider.track(CHECKOUT, {"user_id": "other-user-1"}))
+
+    client = app.test_client()
+    client.set_cookie("ajs_anonymous_id", ANON)
+    client.get("/for-other", headers={"User-Agent": CHROME_UA})
+    [event] = delivered(app, collector)
+    assert event["userId"] == "other-user-1" and "userAgent" not in event["context"]
+
+
+def test_experiment_buckets_by_the_browser_device_id(
+    make_app: MakeApp, collector: SegmentCollector, flag_server: Any, make_local_client: Any
+) -> None:
+    from segment_exposure.experiment import ExposureTrackingClient
+
+    flag = {
+        "key": "device-flag",
+        "metadata": {"deployed": True, "evaluationMode": "local", "flagType": "experiment", "flagVersion": 1},
+        "segments": [
+            {
+                "conditions": [
+                    [{"op": "is", "selector": ["context", "user", "device_id"], "values": [ANON]}]
+                ],
+                "variant": "treatment",
+            },
+            {"variant": "off"},
+        ],
+        "variants": {"off": {"key": "off", "metadata": {"default": True}}, "treatment": {"key": "treatment"}},
+    }
+    flag_server.set_flags([flag])
+    app = make_app()
+    experiment = ExposureTrackingClient(make_local_client(), app.extensions["segment_exposure"].provider)
+
+    @app.get("/flag")
+    def flag_view() -> Any:
+        return jsonify(variant=experiment.variant(None, "device-flag").key)
+
+    browser = app.test_client()
+    browser.set_cookie("ajs_anonymous_id", ANON)
+    assert browser.get("/flag").get_json() == {"variant": "treatment"}
+    other = app.test_client()
+    other.set_cookie("ajs_anonymous_id", "another-browser-1")
+    assert other.get("/flag").get_json() == {"variant": "off"}
+    events = {m["anonymousId"]: m["properties"] for m in delivered(app, collector)}
+    assert events[ANON]["variant"] == "treatment"

@@ -10,6 +10,8 @@ import pytest
 CASES = [
     ("flask", ["import segment_exposure.integrations.flask"], "flask"),
     ("django", ["import segment_exposure.integrations.django"], "django"),
+    ("starlette", ["import segment_exposure.integrations.asgi"], "fastapi"),
+    ("fastapi", ["import segment_exposure.integrations.fastapi"], "fastapi"),
     (
         "amplitude_experiment",
         [
@@ -18,10 +20,15 @@ CASES = [
         ],
         "experiment",
     ),
+    (
+        "prometheus_client",
+        ["from segment_exposure.metrics import register", "register(object())"],
+        "metrics",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("module", "statements", "extra"), CASES, ids=[c[2] for c in CASES])
+@pytest.mark.parametrize(("module", "statements", "extra"), CASES, ids=[c[0] for c in CASES])
 def test_a_missing_package_names_its_extra(module: str, statements: list[str], extra: str) -> None:
     body = "".join(f"    {line}\n" for line in statements)
     code = (

@@ -115,7 +115,7 @@ def test_routing_can_skip_default_variants(
     assert service.stats()["suppressed"]["default_variant"] == 1
 
 
-def test_group_flags_evaluated_as_dependencies_are_not_exposures(
+def test_dependencies_a_holdout_is_an_exposure_a_mutual_exclusion_group_is_not(
     make_local_client: Any, make_provider: Any, collector: SegmentCollector, flag_server: FlagConfigServer
 ) -> None:
     mutex = {
@@ -124,8 +124,14 @@ def test_group_flags_evaluated_as_dependencies_are_not_exposures(
         "segments": [{"variant": "slot-1"}],
         "variants": {"slot-1": {"key": "slot-1"}},
     }
+    holdout = {
+        "key": "q4-holdout",
+        "metadata": {"deployed": True, "evaluationMode": "local", "flagType": "holdout-group"},
+        "segments": [{"variant": "on"}],  # nobody held out: the experiment runs for everyone
+        "variants": {"on": {"key": "on", "value": "on"}, "holdout": {"key": "holdout", "value": "holdout"}},
+    }
     flag = checkout_flag()
-    flag["dependencies"] = ["checkout-mutex"]
+    flag["dependencies"] = ["checkout-mutex", "q4-holdout"]
     flag["segments"].insert(
         0,
         {
@@ -135,15 +141,22 @@ def test_group_flags_evaluated_as_dependencies_are_not_exposures(
             "variant": "off",
         },
     )
-    flag_server.set_flags([mutex, flag])
+    flag_server.set_flags([mutex, holdout, flag])
     client = make_local_client()
     service = route_sdk_exposures(client, make_provider())
     variants = client.evaluate_v2(ALICE, {"checkout-flow"}, TRACK)
-    assert set(variants) == {"checkout-mutex", "checkout-flow"}  # the dependency is evaluated too
+    assert set(variants) == {
+        "checkout-mutex",
+        "q4-holdout",
+        "checkout-flow",
+    }  # dependencies are evaluated too
     assert variants["checkout-flow"].key == "treatment"  # alice is in the group's slot
     assert service.provider.flush(10)
-    [event] = collector.events()
-    assert event["properties"]["flag_key"] == "checkout-flow"
+    # As Amplitude's Python SDK: the holdout's user property is set, the mutual-exclusion group's never.
+    assert sorted((e["properties"]["flag_key"], e["properties"]["variant"]) for e in collector.events()) == [
+        ("checkout-flow", "treatment"),
+        ("q4-holdout", "on"),
+    ]
     assert service.stats()["suppressed"]["group_flag"] == 1
 
 

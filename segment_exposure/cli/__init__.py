@@ -91,6 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--body-timeout", type=float, default=None, help="seconds a request body may take to arrive (10)"
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics here (default: $METRICS_PORT, off)",
+    )
+    serve.add_argument(
+        "--metrics-host", default=None, help="metrics address (default: $METRICS_HOST or 127.0.0.1)"
+    )
 
     translate = command(
         "translate", "Segment events (JSON lines or a JSON array) to Amplitude events (JSON lines)"

@@ -19,11 +19,14 @@ import ipaddress
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segment_exposure.cli import UserError
-from segment_exposure.server import ConfigError, ServerSettings
+from segment_exposure.server import BatchDestination, ConfigError, ServerSettings
 from segment_exposure.server.asgi import DEFAULT_DELIVERY_THREADS, create_asgi_app
+
+if TYPE_CHECKING:
+    from segment_exposure.metrics.exporter import MultiprocessExporter
 
 __all__ = [
     "DEFAULT_HOST",
@@ -39,6 +42,8 @@ __all__ = [
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
+#: ``--metrics-port`` binds here unless told otherwise: metrics are not for the public next to the webhook.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 #: Deliveries in progress per worker (threads; each waits on Amplitude for up to the deadline, mostly idle).
 #: Connections are not bounded by it: they are read by the worker's event loop.
 DEFAULT_THREADS = DEFAULT_DELIVERY_THREADS
@@ -147,7 +152,9 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> ServerSet
         raise UserError(f"{exc}{hint}") from None
 
 
-def _application(settings: ServerSettings, options: Mapping[str, Any]) -> Any:
+def _application(
+    settings: ServerSettings, options: Mapping[str, Any], metrics: MultiprocessExporter | None = None
+) -> Any:
     try:
         from gunicorn.app.base import BaseApplication
     except ImportError:
@@ -161,17 +168,23 @@ def _application(settings: ServerSettings, options: Mapping[str, Any]) -> Any:
                 if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
                     self.cfg.set(key, value)
             self.cfg.set("when_ready", _when_ready(settings, options))
+            if metrics is not None:
+                for hook, function in metrics.gunicorn_hooks().items():
+                    self.cfg.set(hook, function)
 
         def load(self) -> Callable[..., Any]:
+            destination: BatchDestination = settings.build_destination()
+            if metrics is not None:
+                destination = metrics.count(destination)
             app = create_asgi_app(
-                settings.build_destination(),
+                destination,
                 settings.shared_secret,
                 max_body_bytes=settings.max_body_bytes,
                 body_timeout=settings.body_timeout,
                 delivery_threads=DEFAULT_THREADS,
             )
             logger.info("worker ready: %r", app)
-            return app
+            return app if metrics is None else metrics.wrap_asgi(app)
 
     return WebhookApplication()
 
@@ -202,9 +215,32 @@ def run_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if port > 65535:
         raise UserError(f"PORT must be at most 65535, got {port}")
     workers = _whole(_setting(args.workers, environ, "WORKERS"), "WORKERS", DEFAULT_WORKERS, 1)
-    application = _application(settings, gunicorn_options(settings, host, port, workers))
+    metrics = _metrics(args, environ)
     try:
+        application = _application(settings, gunicorn_options(settings, host, port, workers), metrics)
         application.run()
     except SystemExit as exc:  # gunicorn's arbiter exits the process when it stops
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0
+
+
+def _metrics(args: argparse.Namespace, environ: Mapping[str, str]) -> MultiprocessExporter | None:
+    """``--metrics-port``/``METRICS_PORT``: the master's /metrics server, started before any worker."""
+    text = _setting(getattr(args, "metrics_port", None), environ, "METRICS_PORT")
+    if text is None:
+        return None
+    port = _whole(text, "METRICS_PORT", 0, 0)
+    if port > 65535:
+        raise UserError(f"METRICS_PORT must be at most 65535, got {port}")
+    host = _setting(getattr(args, "metrics_host", None), environ, "METRICS_HOST") or DEFAULT_METRICS_HOST
+    from segment_exposure.metrics.exporter import MultiprocessExporter
+
+    exporter = MultiprocessExporter(host, port)
+    try:
+        exporter.start()
+    except OSError as exc:
+        raise UserError(f"cannot serve metrics on {_bind(host, port)}: {exc.strerror or exc}") from None
+    return exporter

@@ -41,6 +41,10 @@ class ExposureTrackingClient:
     ``track_default_variants``: True tracks the flag's default variant as an exposure without a variant,
     which unsets the user property (the user leaves the experiment), as Amplitude's client SDKs do; False
     sends nothing for it.
+
+    ``fallback_variant``: what ``variant()`` returns when the caller passes no fallback and the flag has
+    no variant or serves its default (the JS client's ``fallbackVariant``): a ``Variant``, a str, or a
+    mapping of ``Variant`` fields. Fallbacks never change what is tracked.
     """
 
     def __init__(
@@ -49,8 +53,10 @@ class ExposureTrackingClient:
         provider: ExposureTrackingProvider,
         automatic_exposure_tracking: bool = True,
         track_default_variants: bool = True,
+        fallback_variant: Any = None,
     ) -> None:
         self._evaluator = evaluator_for(client)
+        self.fallback_variant = _client_fallback(fallback_variant)
         if not callable(getattr(provider, "track", None)):
             raise TypeError("provider must have a track(exposure, user) method")
         self.client = client
@@ -67,31 +73,37 @@ class ExposureTrackingClient:
     def variant(self, user: object, flag_key: str, fallback: Any = None) -> Any:
         """The user's variant of ``flag_key`` (an ``amplitude_experiment.Variant``); tracks its exposure.
 
-        ``user`` None means the user bound to the current request. When there is no variant (the flag
-        does not exist, or evaluation failed) ``fallback`` is returned (a ``Variant``, a str, or None
-        for an empty ``Variant``) and nothing is tracked. When the user gets the flag's default variant
-        and a ``fallback`` is given, the fallback is returned and the default is still tracked (unset),
-        as in Amplitude's client SDKs. Evaluation errors never propagate.
+        ``user`` None means the user bound to the current request. ``fallback`` (a ``Variant``, a str,
+        or a mapping of ``Variant`` fields) comes first, then the client's ``fallback_variant``. When
+        there is no variant (the flag does not exist, or evaluation failed) the fallback is returned (an
+        empty ``Variant`` when there is none) and nothing is tracked. When the user gets the flag's
+        default variant and there is a fallback, the fallback is returned and the default is still
+        tracked as an unset, as in Amplitude's client SDKs. Evaluation errors never propagate.
         """
         _check_flag_key(flag_key)
+        chosen = _as_fallback(fallback) if fallback is not None else self.fallback_variant
         user = _resolve(user)
         variant = self._lookup(user, flag_key)
         if self.automatic_exposure_tracking:
             self._track(user, flag_key, variant)
         if variant is None:
             self._fallbacks.incr()
-            return _as_variant(fallback)
-        if fallback is not None and is_default_variant(variant):
-            return _as_variant(fallback)
+            return _empty_variant() if chosen is None else chosen
+        if chosen is not None and is_default_variant(variant):
+            return chosen
         return variant
 
-    def exposure(self, user: object, flag_key: str) -> bool:
+    def exposure(self, user: object, flag_key: str, fallback: Any = None) -> bool:
         """Track the exposure of ``user`` to ``flag_key`` explicitly; True if the provider accepted it.
 
-        Uses the variant this request already saw for the flag, if any, so a later explicit exposure
-        matches what was shown.
+        Tracks what ``variant(user, flag_key, fallback)`` would: ``fallback`` is accepted as there and
+        checked, but what is tracked depends only on the served variant (a default is an unset with
+        its flag's experiment key, with or without a fallback). Uses the variant this request already
+        saw for the flag, if any, so a later explicit exposure matches what was shown.
         """
         _check_flag_key(flag_key)
+        if fallback is not None:
+            _as_fallback(fallback)
         user = _resolve(user)
         return self._track(user, flag_key, self._lookup(user, flag_key))
 
@@ -206,11 +218,40 @@ def _resolve(user: object) -> object:
     return user
 
 
-def _as_variant(fallback: Any) -> Any:
+_VARIANT_FIELDS = ("key", "value", "payload", "metadata")
+
+
+def _empty_variant() -> Any:
     from amplitude_experiment import Variant
 
-    if fallback is None:
-        return Variant()
+    return Variant()
+
+
+def _as_fallback(fallback: object) -> Any:
+    """A caller's fallback as a ``Variant``: a str is its key and value, as in the JS client."""
+    from amplitude_experiment import Variant
+
+    if isinstance(fallback, Variant):
+        return fallback
     if isinstance(fallback, str):
         return Variant(value=fallback, key=fallback)
-    return fallback
+    if isinstance(fallback, Mapping):
+        unknown = set(fallback) - set(_VARIANT_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"a fallback mapping may hold {', '.join(_VARIANT_FIELDS)}; got {sorted(unknown)}"
+            )
+        return Variant(**{name: fallback.get(name) for name in _VARIANT_FIELDS})
+    raise TypeError(
+        f"fallback must be an amplitude_experiment.Variant, a str or a mapping, got {type(fallback).__name__}"
+    )
+
+
+def _client_fallback(fallback: object) -> Any:
+    """The client-level fallback, or None when absent or empty (the JS client ignores an empty one)."""
+    if fallback is None:
+        return None
+    variant = _as_fallback(fallback)
+    if all(getattr(variant, name, None) in (None, "", {}) for name in _VARIANT_FIELDS):
+        return None
+    return variant

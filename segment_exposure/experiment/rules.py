@@ -39,11 +39,13 @@ SUPPRESS_REASONS = (
     "fallback",  # no variant for the flag (missing, or evaluation failed): never tracked
     "default_variant",  # the flag's default variant, with track_default_variants=False
     "track_exposure_false",  # the flag says metadata.trackExposure == false
-    "group_flag",  # a mutual-exclusion or holdout group, evaluated only as another flag's dependency
+    "group_flag",  # a mutual-exclusion group: its user property would mean nothing (see decide)
 )
 
-# Flags that only exist as dependencies of experiments; an exposure would set a meaningless user property.
-_GROUP_FLAG_TYPES = frozenset({"mutual-exclusion-group", "holdout-group"})
+# Mutual-exclusion groups only slot users into one of their experiments; Amplitude's Python SDK never
+# sets their user property, and a ``$exposure`` always would. Holdout groups are not here: a held-out
+# user is exposed to the holdout, which the JS client tracks and the Python SDK records as a property.
+_UNTRACKED_FLAG_TYPES = frozenset({"mutual-exclusion-group"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +83,17 @@ def variant_label(variant: Any) -> str | None:
 def decide(flag_key: str, variant: Any, *, track_default_variants: bool = True) -> Verdict:
     """Apply the client-SDK rules to one evaluated flag; ``variant=None`` means a fallback.
 
-    A fallback is never tracked; ``trackExposure: false`` is never tracked; a default variant is tracked
-    as an unset (no ``variant``) so the user leaves the experiment, or skipped when configured.
+    A fallback is never tracked; ``trackExposure: false`` is never tracked; a mutual-exclusion group is
+    never tracked (a holdout group is); a default variant is tracked as an unset (no ``variant``) so the
+    user leaves the experiment, or skipped when configured. Only the served variant's metadata counts:
+    a caller's fallback returned in place of a default variant changes nothing here.
     """
     if variant is None:
         return Verdict(None, "fallback")
     metadata = _metadata(variant)
     if metadata.get("trackExposure") is False:
         return Verdict(None, "track_exposure_false")
-    if metadata.get("flagType") in _GROUP_FLAG_TYPES:
+    if metadata.get("flagType") in _UNTRACKED_FLAG_TYPES:
         return Verdict(None, "group_flag")
     default = metadata.get("default") is True
     if default and not track_default_variants:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..ids import as_id
 from ..provider import SegmentExposureTrackingProvider
+from ._request import IDENTITY_SOURCES, LEGACY_DEVICE_ID_COOKIE, valid_sources
 
 __all__ = [
     "DEVICE_ID_COOKIE",
@@ -38,8 +40,8 @@ __all__ = [
 
 log = logging.getLogger("segment_exposure")
 
-#: The cookie the default resolvers read the device id from.
-DEVICE_ID_COOKIE = "amp_device_id"
+#: The integration's own device-id cookie: read last by the default resolvers, set by SET_DEVICE_ID_COOKIE.
+DEVICE_ID_COOKIE = LEGACY_DEVICE_ID_COOKIE
 #: How long a device-id cookie set by an integration lives: a year, as Amplitude's browser SDK does.
 DEVICE_ID_COOKIE_MAX_AGE = 365 * 24 * 3600
 #: The default ``USER_ID_ATTRIBUTE`` of each framework's user object.
@@ -102,6 +104,23 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DEVICE_ID_COOKIE": (lambda v: isinstance(v, str) and bool(v), "a non-empty str (a cookie name)"),
     "SET_DEVICE_ID_COOKIE": (lambda v: isinstance(v, bool), "a bool"),
     "USER_ID_ATTRIBUTE": (lambda v: isinstance(v, str) and bool(v), "a non-empty str (an attribute name)"),
+    "METRICS": (
+        lambda v: isinstance(v, bool) or (isinstance(v, str) and bool(v)),
+        "True, False or a provider label (segment_exposure.metrics.register; needs the metrics extra)",
+    ),
+    "IDENTITY_SOURCES": (
+        valid_sources,
+        f"a list of distinct identity sources, in order, from {list(IDENTITY_SOURCES)}",
+    ),
+    "AMPLITUDE_API_KEY": (
+        lambda v: isinstance(v, str) and len(v) >= 10,
+        "your Amplitude project's API key (a str of at least 10 characters)",
+    ),
+    "SEND_USER_AGENT": (lambda v: isinstance(v, bool), "a bool"),
+    "SEND_IP": (lambda v: isinstance(v, bool), "a bool"),
+    "SEND_LOCALE": (lambda v: isinstance(v, bool), "a bool"),
+    # Deliver each request's exposures before its response is returned (segment_exposure.serverless).
+    "FLUSH_EACH_REQUEST": (lambda v: isinstance(v, bool), "a bool"),
 }
 
 #: Every option name both integrations accept.
@@ -126,10 +145,18 @@ class Problem:
 
 
 def _shown(name: str, value: object) -> str:
-    if name == "WRITE_KEY":
+    if name in ("WRITE_KEY", "AMPLITUDE_API_KEY"):
         return type(value).__name__  # never put a secret into an error message
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _metrics_installed() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def check_options(options: Mapping[str, Any], spell: Callable[[str], str]) -> list[Problem]:
@@ -171,6 +198,14 @@ def check_options(options: Mapping[str, Any], spell: Callable[[str], str]) -> li
                 problems.append(
                     Problem("segment_exposure.E003", f"{spell(name)} = {value!r} has no track() method")
                 )
+    if options.get("METRICS") and not _metrics_installed():
+        problems.append(
+            Problem(
+                "segment_exposure.E006",
+                f"{spell('METRICS')} is on but prometheus-client is not installed",
+                "pip install 'segment-exposure[metrics]'",
+            )
+        )
     given = [name for name in _SOURCES if options.get(name) is not None]
     if not given:
         problems.append(
@@ -269,14 +304,6 @@ def field(obj: object, name: str) -> object:
         except (LookupError, TypeError):
             return None
     return value
-
-
-def as_id(value: object) -> str | None:
-    """A user or device id as Segment wants it: a non-blank str (ints and UUIDs become strs)."""
-    if value is None or isinstance(value, bool):
-        return None
-    text = value if isinstance(value, str) else str(value)
-    return text if text.strip() else None
 
 
 def new_device_id() -> str:

@@ -19,8 +19,8 @@ from typing import Any
 
 from ..identity import bind_user
 from ..provider import SegmentExposureTrackingProvider
+from ..serverless import flush_each_request, flush_request, lambda_context
 from ._common import (
-    DEVICE_ID_COOKIE,
     DEVICE_ID_COOKIE_MAX_AGE,
     USER_ID_ATTRIBUTES,
     as_id,
@@ -33,6 +33,7 @@ from ._common import (
     new_device_id,
     resolve,
 )
+from ._request import RequestIdentity
 
 try:
     from flask import Flask, Request, Response, current_app, g, has_app_context, request
@@ -58,7 +59,7 @@ class _AppState:
 
     provider: SegmentExposureTrackingProvider
     identify: Identify
-    device_id_cookie: str
+    identity: RequestIdentity
     set_device_id_cookie: bool
     user_id_attribute: str
 
@@ -70,8 +71,11 @@ class SegmentExposure:
     provider, or ``_ANALYTICS``, an existing Segment client), ``_HOST``, ``_IDENTIFY`` (a callable or dotted
     path: request -> Experiment user or mapping; default ``default_identify``), ``_DEDUPE_TTL``,
     ``_DEDUPE_CAPACITY``, ``_MAX_QUEUE_SIZE``, ``_FLUSH_TIMEOUT``, ``_INCLUDE_METADATA``, ``_INTEGRATIONS``,
-    ``_CLIENT_OPTIONS``, ``_DEVICE_ID_COOKIE`` (``"amp_device_id"``), ``_SET_DEVICE_ID_COOKIE`` (False) and
-    ``_USER_ID_ATTRIBUTE`` (``"id"``).
+    ``_CLIENT_OPTIONS``, ``_DEVICE_ID_COOKIE`` (``"amp_device_id"``), ``_SET_DEVICE_ID_COOKIE`` (False),
+    ``_USER_ID_ATTRIBUTE`` (``"id"``), ``_IDENTITY_SOURCES`` (the order ``default_identify`` reads ids
+    in), ``_AMPLITUDE_API_KEY`` (to read Amplitude's browser cookies), and the request-context switches
+    ``_SEND_USER_AGENT``, ``_SEND_IP``, ``_SEND_LOCALE`` (all True), and ``_METRICS`` (True or a label:
+    export the provider's stats to Prometheus; see ``segment_exposure.metrics.register``).
     """
 
     def __init__(self, app: Flask | None = None) -> None:
@@ -103,15 +107,22 @@ class SegmentExposure:
         for problem in problems:
             warnings.warn(str(problem), UserWarning, stacklevel=3)  # the caller's line
         provider, _ = build_provider(options)
+        if options.get("METRICS"):
+            from ..metrics import register_from_setting
+
+            register_from_setting(provider, options["METRICS"])
         state = _AppState(
             provider=provider,
             identify=resolve(options.get("IDENTIFY")) or default_identify,
-            device_id_cookie=options.get("DEVICE_ID_COOKIE") or DEVICE_ID_COOKIE,
+            identity=RequestIdentity.from_options(options),
             set_device_id_cookie=bool(options.get("SET_DEVICE_ID_COOKIE")),
             user_id_attribute=options.get("USER_ID_ATTRIBUTE") or USER_ID_ATTRIBUTES["flask"],
         )
         self._states[app] = state
         app.extensions[EXTENSION_NAME] = self
+        if flush_each_request(provider, options.get("FLUSH_EACH_REQUEST")):
+            # teardown_request runs whatever happened, before wsgi_app() hands the response back.
+            app.teardown_request(lambda exc: _flush_request_end(state))
 
         def bind_request_identity() -> None:
             _bind(state)
@@ -151,11 +162,17 @@ class SegmentExposure:
 def _bind(state: _AppState) -> None:
     # Runs as a before_request function, so it sees what hooks registered before init_app() set (g.user).
     g.pop(_G_NEW_DEVICE_ID, None)
-    if state.set_device_id_cookie and not request.cookies.get(state.device_id_cookie):
+    if state.set_device_id_cookie and not _has_device_id(state.identity):
         setattr(g, _G_NEW_DEVICE_ID, new_device_id())
     user = identify_safely(state.identify, request)
+    # remote_addr is what the app's WSGI stack made of the peer (ProxyFix rewrites it); never raw XFF.
+    context = state.identity.context(
+        user_agent=request.headers.get("User-Agent"),
+        ip=request.remote_addr,
+        accept_language=request.headers.get("Accept-Language"),
+    )
     binding = contextlib.ExitStack()
-    binding.enter_context(bind_user(user))
+    binding.enter_context(bind_user(user, context=context))
     setattr(g, _G_BINDING, binding)
 
 
@@ -169,11 +186,20 @@ def _unbind(exc: BaseException | None) -> None:
         binding.close()
 
 
+def _has_device_id(identity: RequestIdentity) -> bool:
+    cookies = request.cookies
+    return "device_id" in identity.ids(cookies) or identity.legacy_device_id(cookies) is not None
+
+
+def _flush_request_end(state: _AppState) -> None:
+    flush_request(state.provider, context=lambda_context(request.environ))
+
+
 def _set_device_id_cookie(state: _AppState, response: Response) -> Response:
     device_id = g.get(_G_NEW_DEVICE_ID)
     if device_id:
         response.set_cookie(
-            state.device_id_cookie,
+            state.identity.device_id_cookie,
             device_id,
             max_age=DEVICE_ID_COOKIE_MAX_AGE,
             secure=request.is_secure,
@@ -184,20 +210,22 @@ def _set_device_id_cookie(state: _AppState, response: Response) -> Response:
 
 
 def default_identify(req: Request) -> object:
-    """The default ``SEGMENT_EXPOSURE_IDENTIFY``: an Experiment user from the logged-in user and a cookie.
+    """The default ``SEGMENT_EXPOSURE_IDENTIFY``: an Experiment user with the browser's own ids.
 
-    ``user_id``: ``g.user``'s ``SEGMENT_EXPOSURE_USER_ID_ATTRIBUTE`` (``id``; an attribute or a key, so a
-    ``sqlite3.Row`` works) when ``g.user`` is set, else Flask-Login's ``current_user.get_id()`` when the
-    app uses Flask-Login and the user is authenticated. ``device_id``: the ``amp_device_id`` cookie
-    (``SEGMENT_EXPOSURE_DEVICE_ID_COOKIE``), or the id generated for this request when
-    ``SEGMENT_EXPOSURE_SET_DEVICE_ID_COOKIE`` is on. Call it from your own resolver to add fields.
+    Each id comes from the first of ``SEGMENT_EXPOSURE_IDENTITY_SOURCES`` that has one (default: the
+    logged-in user, Segment's ``ajs_user_id`` / ``ajs_anonymous_id`` cookies, Amplitude's ``AMP_`` /
+    ``amp_`` cookies given ``SEGMENT_EXPOSURE_AMPLITUDE_API_KEY``, then ``amp_device_id``). The logged-in
+    user is ``g.user``'s ``SEGMENT_EXPOSURE_USER_ID_ATTRIBUTE`` (``id``; an attribute or a key, so a
+    ``sqlite3.Row`` works), else Flask-Login's ``current_user.get_id()`` when the app uses Flask-Login.
+    Without any device id, the one generated for this request when ``SEGMENT_EXPOSURE_SET_DEVICE_ID_COOKIE``
+    is on. Call it from your own resolver to add fields.
     """
     ext = current_app.extensions.get(EXTENSION_NAME)
     state = ext._state() if isinstance(ext, SegmentExposure) else None
-    cookie = state.device_id_cookie if state else DEVICE_ID_COOKIE
+    identity = state.identity if state else RequestIdentity()
     attribute = state.user_id_attribute if state else USER_ID_ATTRIBUTES["flask"]
-    device_id = as_id(req.cookies.get(cookie)) or g.get(_G_NEW_DEVICE_ID)
-    return make_user(_logged_in_user_id(attribute), device_id)
+    ids = identity.ids(req.cookies, _logged_in_user_id(attribute))
+    return make_user(ids.get("user_id"), ids.get("device_id") or g.get(_G_NEW_DEVICE_ID))
 
 
 def _logged_in_user_id(attribute: str) -> str | None:

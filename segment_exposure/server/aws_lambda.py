@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ class _Built:
     settings: ServerSettings
     destination: AmplitudeExposureDestination
     handler: WebhookHandler
+    counts: Any = None  # segment_exposure.metrics.webhook.InvocationCounts when SEGMENT_EXPOSURE_EMF is on
 
 
 _built: _Built | None = None
@@ -49,14 +51,15 @@ def reset_cache() -> None:
 
 def _handler(environ: Mapping[str, str]) -> _Built:
     global _built
-    key = tuple(environ.get(name, "") for name in ENVIRONMENT.values())
+    key = tuple(environ.get(name, "") for name in (*ENVIRONMENT.values(), "SEGMENT_EXPOSURE_EMF"))
     if _built is not None and _built.key == key:
         return _built
     settings = ServerSettings.from_environ(environ)
     reset_cache()
     destination = settings.build_destination()
-    handler = WebhookHandler(destination, settings.shared_secret, max_body_bytes=settings.max_body_bytes)
-    _built = _Built(key, settings, destination, handler)
+    counts, counted = _emf_counts(environ, destination)
+    handler = WebhookHandler(counted, settings.shared_secret, max_body_bytes=settings.max_body_bytes)
+    _built = _Built(key, settings, destination, handler, counts)
     if not settings.shared_secret:
         logger.warning("%s is not set: requests are not authenticated", ENVIRONMENT["shared_secret"])
     return _built
@@ -157,4 +160,22 @@ def lambda_handler(event: Mapping[str, Any], context: Any = None) -> dict[str, A
     if request.method != "POST":
         return _proxy_response(error_response(405, "POST Segment events", ("Allow", "POST")))
     _fit_deadline(built, context)
-    return _proxy_response(handler.handle(request.body, request.headers.get("x-signature")))
+    started = time.perf_counter()
+    response = handler.handle(request.body, request.headers.get("x-signature"))
+    if built.counts is not None:
+        from segment_exposure.metrics.emf import emit
+
+        emit(built.counts, response.status, time.perf_counter() - started, os.environ)
+    return _proxy_response(response)
+
+
+def _emf_counts(environ: Mapping[str, str], destination: Any) -> tuple[Any, Any]:
+    """With ``SEGMENT_EXPOSURE_EMF`` on: per-invocation counts, and the destination counting into them."""
+    from segment_exposure.metrics.emf import enabled
+
+    if not enabled(environ):
+        return None, destination
+    from segment_exposure.metrics.webhook import CountingDestination, InvocationCounts
+
+    counts = InvocationCounts()
+    return counts, CountingDestination(destination, counts)

@@ -2,7 +2,9 @@
 
 It enforces what the real API enforces and a client can trip over (Basic auth with the write key,
 32 KB per message, 500 KB per batch) and records what it accepted, so tests assert on what really
-crossed the wire rather than on what a mock was called with.
+crossed the wire rather than on what a mock was called with. For analytics.js in a real browser it
+also takes single events (``/v1/t``, ``/v1/p``, ``/v1/i`` ..., as analytics.js sends them, with CORS)
+and serves the CDN settings (``GET /v1/projects/<write key>/settings``) that send them here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ __all__ = ["CollectorFault", "SegmentCollector"]
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
+#: The single-event paths analytics.js posts to (``/v1/<first letter of the type>``), and their long names.
+SINGLE_EVENT_PATHS = frozenset(
+    f"/v1/{name}" for t in ("track", "page", "identify", "group", "alias", "screen") for name in (t, t[0])
+)
 
 
 @dataclass
@@ -177,11 +183,52 @@ class SegmentCollector(LoopbackServer):
 
     # -- request handling ----------------------------------------------------------------------------
 
-    def _accept(self, headers: Any, raw: bytes) -> tuple[int, dict[str, Any]]:
-        if self.write_key is not None:
-            expected = "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
-            if headers.get("Authorization") != expected:
-                return 401, {"code": "unauthorized", "message": "invalid write key"}
+    def cdn_settings(self) -> dict[str, Any]:
+        """What Segment's CDN serves analytics.js for this source: send everything to this collector."""
+        host, port = self._httpd.server_address[:2]
+        everything = {"__default": {"enabled": True, "integrations": {}}}
+        return {
+            "integrations": {
+                "Segment.io": {
+                    "apiKey": self.write_key or "",
+                    "apiHost": f"{host!s}:{port}/v1",
+                    "protocol": "http",
+                    "unbundledIntegrations": [],
+                    "addBundledMetadata": True,
+                    "maybeBundledConfigIds": {},
+                }
+            },
+            "plan": {"track": everything, "identify": everything, "group": everything},
+            "edgeFunction": {},
+            "analyticsNextEnabled": True,
+            "middlewareSettings": {},
+            "enabledMiddleware": {},
+            "metrics": {"sampleRate": 0},  # analytics.js would report its own metrics to Segment's host
+            "legacyVideoPluginsEnabled": False,
+            "remotePlugins": [],
+        }
+
+    def _accept_single(self, headers: Any, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """One analytics.js event: its type is in the path; the write key in a header or the body."""
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return 400, {"code": "invalid_request", "message": "body is not JSON"}
+        if not isinstance(message, dict):
+            return 400, {"code": "invalid_request", "message": "message is not an object"}
+        body_key = message.get("writeKey")
+        if self.write_key is not None and body_key != self.write_key and not self._authorized(headers):
+            return 401, {"code": "unauthorized", "message": "invalid write key"}
+        batch = json.dumps({"batch": [message]}).encode()
+        return self._accept(headers, batch, authorized=True)
+
+    def _authorized(self, headers: Any) -> bool:
+        expected = "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
+        return bool(headers.get("Authorization") == expected)
+
+    def _accept(self, headers: Any, raw: bytes, *, authorized: bool = False) -> tuple[int, dict[str, Any]]:
+        if self.write_key is not None and not authorized and not self._authorized(headers):
+            return 401, {"code": "unauthorized", "message": "invalid write key"}
         if headers.get("Content-Encoding") == "gzip":
             try:
                 raw = gzip.decompress(raw)
@@ -214,12 +261,43 @@ class SegmentCollector(LoopbackServer):
 
 def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
     class Handler(JSONHandler):
+        def _cors(self) -> dict[str, str]:
+            # Segment's API answers browsers from any origin; so does this stand-in.
+            origin = self.headers.get("Origin")
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
+
+        def send_json(
+            self, status: int, payload: Any, headers: dict[str, str] | None = None, *, close: bool = False
+        ) -> None:
+            super().send_json(status, payload, {**self._cors(), **(headers or {})}, close=close)
+
+        def do_OPTIONS(self) -> None:
+            self.send_response(204)
+            for name, value in self._cors().items():
+                self.send_header(name, value)
+            self.send_header("Access-Control-Allow-Methods", "GET, POST")
+            requested = self.headers.get("Access-Control-Request-Headers")
+            if requested:
+                self.send_header("Access-Control-Allow-Headers", requested)
+            self.send_header("Access-Control-Max-Age", "600")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == f"/v1/projects/{collector.write_key}/settings":
+                self.send_json(200, collector.cdn_settings())
+            else:
+                self.send_json(404, {"code": "not_found", "message": path})
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
             with collector._cond:
                 collector.requests += 1
-            if self.path.rstrip("/") != "/v1/batch":
+            path = self.path.split("?", 1)[0].rstrip("/")
+            single = path in SINGLE_EVENT_PATHS
+            if path != "/v1/batch" and not single:
                 self.send_json(404, {"code": "not_found", "message": self.path})
                 return
             fault = collector._take_fault()
@@ -238,7 +316,10 @@ def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
                 return
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.delay)
-            status, payload = collector._accept(self.headers, raw)
+            if single:
+                status, payload = collector._accept_single(self.headers, raw)
+            else:
+                status, payload = collector._accept(self.headers, raw)
             if status != 200:
                 with collector._cond:
                     collector.rejected.append((status, payload.get("message", "")))

@@ -1,8 +1,9 @@
 """A local stand-in for Amplitude Experiment's servers: flag configs and remote evaluation.
 
 ``GET /sdk/v2/flags`` serves the flag configs a test sets (and may replace mid-test) to a real
-``LocalEvaluationClient``; ``POST /sdk/v2/vardata`` evaluates those same flags for a real
-``RemoteEvaluationClient`` with the SDK's own evaluation engine. Every request is recorded with its
+``LocalEvaluationClient``; ``/sdk/v2/vardata`` evaluates those same flags for a real
+``RemoteEvaluationClient`` (``POST``, the user in the body) or the Experiment JS client (``GET``, the
+user in ``X-Amp-Exp-User``) with the Python SDK's own evaluation engine. Every request is recorded with its
 headers, so a test can show what the SDK asked of Amplitude, e.g. that no server-side tracking was
 requested. Standard library only until ``/sdk/v2/vardata`` is called (that needs amplitude-experiment).
 """
@@ -70,6 +71,13 @@ def _decode_flag_keys(value: str | None) -> list[str] | None:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ValueError("X-Amp-Exp-Flag-Keys is not a JSON list of strings")
     return keys
+
+
+def _decode_user(headers: Mapping[str, str]) -> Any:
+    value = headers.get("x-amp-exp-user")
+    if not value:
+        raise ValueError("a GET of /sdk/v2/vardata needs the user in X-Amp-Exp-User")
+    return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
 
 
 @dataclass
@@ -219,10 +227,11 @@ class FlagConfigServer(LoopbackServer):
             return 401, {"error": "Invalid deployment key"}
         if method == "GET" and path == FLAGS_PATH:
             return 200, flags
-        if method == "POST" and path == VARDATA_PATH:
+        if method in ("GET", "POST") and path == VARDATA_PATH:
             try:
                 flag_keys = _decode_flag_keys(headers.get("x-amp-exp-flag-keys"))
-                user = json.loads(body or b"{}")
+                # The Python SDK POSTs the user; the JS client GETs with it in X-Amp-Exp-User.
+                user = json.loads(body or b"{}") if method == "POST" else _decode_user(headers)
                 if not isinstance(user, dict):
                     raise ValueError("the body is not a JSON object")
             except ValueError as exc:

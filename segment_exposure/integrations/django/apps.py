@@ -20,14 +20,15 @@ from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-u
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
 
 from ...provider import SegmentExposureTrackingProvider
+from ...serverless import detect_platform, flush_each_request
 from .._common import (
-    DEVICE_ID_COOKIE,
     USER_ID_ATTRIBUTES,
     Problem,
     build_provider,
     check_options,
     resolve,
 )
+from .._request import RequestIdentity
 
 __all__ = ["SETTING", "Conf", "SegmentExposureConfig", "conf", "get_provider", "reset", "settings_problems"]
 
@@ -46,9 +47,10 @@ class Conf:
 
     options: dict[str, Any]
     identify: Callable[[Any], object] | None  # None: the default resolver
-    device_id_cookie: str
+    identity: RequestIdentity
     set_device_id_cookie: bool
     user_id_attribute: str
+    flush_each_request: bool = False  # deliver each request's exposures before returning its response
 
 
 _lock = threading.Lock()
@@ -85,11 +87,16 @@ def conf() -> Conf:
         current = _conf = Conf(
             options=options,
             identify=resolve(options.get("IDENTIFY")),
-            device_id_cookie=options.get("DEVICE_ID_COOKIE") or DEVICE_ID_COOKIE,
+            identity=RequestIdentity.from_options(options),
             set_device_id_cookie=bool(options.get("SET_DEVICE_ID_COOKIE")),
             user_id_attribute=options.get("USER_ID_ATTRIBUTE") or USER_ID_ATTRIBUTES["django"],
+            flush_each_request=_flush_each_request(options.get("FLUSH_EACH_REQUEST")),
         )
     return current
+
+
+def _flush_each_request(setting: object) -> bool:
+    return detect_platform() is not None if setting is None else bool(setting)
 
 
 def get_provider() -> SegmentExposureTrackingProvider:
@@ -100,7 +107,13 @@ def get_provider() -> SegmentExposureTrackingProvider:
         with _lock:
             built = _built
             if built is None:
-                built = _built = build_provider(conf().options)
+                options = conf().options
+                built = _built = build_provider(options)
+                if options.get("METRICS"):
+                    from ...metrics import register_from_setting
+
+                    register_from_setting(built[0], options["METRICS"])
+                flush_each_request(built[0], options.get("FLUSH_EACH_REQUEST"))
     return built[0]
 
 

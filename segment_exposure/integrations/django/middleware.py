@@ -13,8 +13,9 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 
 from ...identity import bind_user
+from ...serverless import flush_request, flush_request_async, lambda_context
 from .._common import DEVICE_ID_COOKIE_MAX_AGE, as_id, identify_safely, log, make_user, new_device_id
-from .apps import Conf, conf
+from .apps import Conf, conf, get_provider
 
 __all__ = ["ExposureMiddleware", "default_identify"]
 
@@ -45,8 +46,10 @@ class ExposureMiddleware:
             user = _identity(current, request, getattr(request, "user", None))
         else:
             user = identify_safely(current.identify, request)
-        with bind_user(user):
+        with bind_user(user, context=_context(current, request)):
             response = self.get_response(request)
+        if current.flush_each_request:  # before the response goes back: on Lambda nothing runs after
+            flush_request(get_provider(), context=lambda_context(request.META))
         if new_id is not None:
             _set_device_id_cookie(current, request, response, new_id)
         return response
@@ -60,19 +63,22 @@ class ExposureMiddleware:
             user = await _identify_async(current.identify, request)
         else:
             user = await sync_to_async(identify_safely)(current.identify, request)
-        with bind_user(user):
+        with bind_user(user, context=_context(current, request)):
             response = await self.get_response(request)
+        if current.flush_each_request:
+            await flush_request_async(get_provider(), context=lambda_context(request.META))
         if new_id is not None:
             _set_device_id_cookie(current, request, response, new_id)
         return response
 
 
 def default_identify(request: Any) -> object:
-    """The default resolver: an Experiment user from ``request.user`` and the device-id cookie.
+    """The default resolver: an Experiment user with the browser's own ids.
 
-    ``user_id``: ``str(request.user.pk)`` (``SEGMENT_EXPOSURE["USER_ID_ATTRIBUTE"]`` names another
-    attribute) when the user is authenticated. ``device_id``: the ``amp_device_id`` cookie
-    (``SEGMENT_EXPOSURE["DEVICE_ID_COOKIE"]``). Call it from your own resolver to add fields.
+    Each id comes from the first of ``SEGMENT_EXPOSURE["IDENTITY_SOURCES"]`` that has one (default: the
+    logged-in ``request.user``, whose ``pk`` or ``USER_ID_ATTRIBUTE`` is the user_id; Segment's
+    ``ajs_user_id`` / ``ajs_anonymous_id`` cookies; Amplitude's ``AMP_`` / ``amp_`` cookies given
+    ``AMPLITUDE_API_KEY``; then ``amp_device_id``). Call it from your own resolver to add fields.
     """
     return _identity(conf(), request, getattr(request, "user", None))
 
@@ -81,7 +87,19 @@ def _identity(current: Conf, request: Any, user: Any) -> object:
     user_id = None
     if user is not None and getattr(user, "is_authenticated", False):
         user_id = as_id(getattr(user, current.user_id_attribute, None))
-    return make_user(user_id, as_id(request.COOKIES.get(current.device_id_cookie)))
+    ids = current.identity.ids(request.COOKIES, user_id)
+    return make_user(ids.get("user_id"), ids.get("device_id"))
+
+
+def _context(current: Conf, request: Any) -> dict[str, str] | None:
+    # REMOTE_ADDR as the app's stack left it (a proxy middleware placed before this one may rewrite
+    # it); X-Forwarded-For is never read here.
+    meta = request.META
+    return current.identity.context(
+        user_agent=meta.get("HTTP_USER_AGENT"),
+        ip=meta.get("REMOTE_ADDR"),
+        accept_language=meta.get("HTTP_ACCEPT_LANGUAGE"),
+    )
 
 
 async def _auser(request: Any) -> Any:
@@ -103,16 +121,19 @@ async def _identify_async(identify: Callable[[Any], Awaitable[object]], request:
 
 
 def _give_device_id(current: Conf, request: Any) -> str | None:
-    if not current.set_device_id_cookie or request.COOKIES.get(current.device_id_cookie):
+    identity = current.identity
+    if not current.set_device_id_cookie:
+        return None
+    if "device_id" in identity.ids(request.COOKIES) or identity.legacy_device_id(request.COOKIES):
         return None
     device_id = new_device_id()
-    request.COOKIES[current.device_id_cookie] = device_id
+    request.COOKIES[identity.device_id_cookie] = device_id
     return device_id
 
 
 def _set_device_id_cookie(current: Conf, request: Any, response: Any, device_id: str) -> None:
     response.set_cookie(
-        current.device_id_cookie,
+        current.identity.device_id_cookie,
         device_id,
         max_age=DEVICE_ID_COOKIE_MAX_AGE,
         secure=request.is_secure(),

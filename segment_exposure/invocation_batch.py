@@ -1,0 +1,195 @@
+"""Exposures held for a per-invocation flush, posted at once as one request on the flushing thread.
+
+On a platform that freezes the process as soon as a response is returned (AWS Lambda, Cloud Functions,
+Cloud Run with CPU only during requests), an exposure is safe only once its HTTP request has completed
+before the handler returns. Segment's consumer thread waits up to ``upload_interval`` (0.5 s) for more
+messages before it posts, so flushing through it costs up to half a second per invocation, and its
+retries run for hours. Here the flushing thread itself posts everything the invocation produced, in one
+request (more only past Segment's batch limits), with retries bounded by the invocation's deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
+
+__all__ = ["InvocationBatch"]
+
+log = logging.getLogger("segment_exposure")
+
+#: Segment's API takes batches up to 500 KB; its own client stops at this many bytes of messages.
+_MAX_BATCH_BYTES = 475_000
+#: The least time worth starting another attempt with.
+_MIN_ATTEMPT = 0.05
+#: Statuses Segment's client retries (facts from segment-analytics-python, shared/reference/segment.md).
+_RETRYABLE_4XX = frozenset({408, 410, 429, 460})
+_NOT_RETRYABLE_5XX = frozenset({501, 505})
+
+Settle = Callable[[str, int], None]
+
+_live: weakref.WeakSet[InvocationBatch] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # What the parent held is the parent's to send; a lock held at fork() would never be released here.
+    for batch in list(_live):
+        batch._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _OutOfTime(Exception):
+    """The deadline passed before an attempt could start."""
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def _retryable(exc: BaseException) -> bool:
+    """What Segment's own client would retry: network errors, 408/410/429/460 and 5xx but 501/505."""
+    from segment.analytics.consumer import FatalError
+
+    if isinstance(exc, (_OutOfTime, FatalError)):
+        return False
+    status = _status(exc)
+    if status is None:
+        return True  # a network error or a timeout
+    if 400 <= status < 500:
+        return status in _RETRYABLE_4XX
+    return 500 <= status < 600 and status not in _NOT_RETRYABLE_5XX
+
+
+def _retry_after(state: RetryCallState) -> float:
+    """The seconds a 429/503 asked for (``Retry-After``), 0 when it asked for none."""
+    outcome = state.outcome
+    exc = outcome.exception() if outcome is not None and outcome.failed else None
+    response = getattr(exc, "response", None)
+    if response is None:
+        return 0.0
+    from segment.analytics.request import parse_retry_after
+
+    try:
+        return float(parse_retry_after(response) or 0.0)
+    except Exception:
+        return 0.0
+
+
+class InvocationBatch:
+    """Wire messages waiting for the next flush, and the bounded post that delivers them.
+
+    ``add()`` is called by the provider's worker thread; ``post()`` by whichever thread flushes. Posts
+    are serialised, so concurrent requests' flushes (Cloud Run serves many at once) never send one
+    message twice. Every message taken for a post ends counted through ``settle``: ``delivered``,
+    ``delivery_failed`` (Segment refused it for good) or ``flush_deadline`` (not delivered in time).
+    """
+
+    def __init__(self, client: Any, settle: Settle) -> None:
+        self._client = client
+        self._settle = settle
+        self._messages: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._post_lock = threading.Lock()
+        consumers = getattr(client, "consumers", None) or ()
+        self._upload_size = max(1, int(getattr(consumers[0], "upload_size", 100) if consumers else 100))
+        self._wait = wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.02)
+        _live.add(self)
+
+    def _reset_after_fork(self) -> None:
+        self._messages = []
+        self._lock = threading.Lock()
+        self._post_lock = threading.Lock()
+
+    def add(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._messages.append(message)
+
+    def post(self, deadline: float) -> bool:
+        """Post everything held, finishing by ``deadline`` (``time.monotonic()``); True if all delivered.
+
+        False also when another thread's post held the line past the deadline: what this one would have
+        sent then stays held for the next flush.
+        """
+        if not self._messages:
+            return True
+        if not self._post_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        try:
+            with self._lock:
+                messages, self._messages = self._messages, []
+            delivered = True
+            for chunk in self._chunks(messages):
+                delivered = self._post_chunk(chunk, deadline) and delivered
+            return delivered
+        finally:
+            self._post_lock.release()
+
+    def _chunks(self, messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Split only where Segment's limits force it: ``upload_size`` messages or 475 KB per request."""
+        if len(messages) <= self._upload_size and len(messages) * 32_768 <= _MAX_BATCH_BYTES:
+            return [messages]  # cannot reach the byte limit: every message is under 32 KB
+        chunks: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for message in messages:
+            length = len(json.dumps(message).encode())
+            if chunks[-1] and (len(chunks[-1]) >= self._upload_size or size + length > _MAX_BATCH_BYTES):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(message)
+            size += length
+        return chunks
+
+    def _post_chunk(self, chunk: list[dict[str, Any]], deadline: float) -> bool:
+        from segment.analytics.request import post
+
+        client = self._client
+
+        def stop(state: RetryCallState) -> bool:
+            # Give up when the next attempt could not start (after its wait) before the deadline.
+            return time.monotonic() + self._pause(state) + _MIN_ATTEMPT >= deadline
+
+        def wait(state: RetryCallState) -> float:
+            return min(self._pause(state), max(0.0, deadline - time.monotonic() - _MIN_ATTEMPT))
+
+        retrying = Retrying(stop=stop, wait=wait, retry=retry_if_exception(_retryable), reraise=True)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise _OutOfTime()
+                    post(
+                        client.write_key,
+                        getattr(client, "host", None),
+                        gzip=bool(getattr(client, "gzip", False)),
+                        timeout=min(float(getattr(client, "timeout", 15) or 15), remaining),
+                        proxies=getattr(client, "proxies", None),
+                        oauth_manager=getattr(client, "oauth_manager", None),
+                        retry_count=attempt.retry_state.attempt_number - 1,
+                        batch=chunk,
+                    )
+        except Exception as exc:
+            reason = "flush_deadline" if _retryable(exc) or isinstance(exc, _OutOfTime) else "delivery_failed"
+            self._settle(reason, len(chunk))
+            log.error(
+                "segment-exposure: %d exposure(s) not delivered by the flush (%s): %s",
+                len(chunk),
+                reason,
+                "no time left" if isinstance(exc, _OutOfTime) else exc,
+            )
+            return False
+        self._settle("delivered", len(chunk))
+        return True
+
+    def _pause(self, state: RetryCallState) -> float:
+        return max(float(self._wait(state)), _retry_after(state))
