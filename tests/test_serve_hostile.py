@@ -9,11 +9,13 @@ the test short, and the 5 s keep-alive).
 
 from __future__ import annotations
 
+import re
 import socket
 import statistics
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from benchmarks.hostile import (
     Hostiles,
@@ -35,6 +37,7 @@ SLACK = 6.0
 #: Signed batches may take this much longer than on a quiet server.
 ALLOWED_EXTRA = 2.0
 BATCH = 100
+METRICS_URL = re.compile(r"metrics: serving Prometheus metrics at (http://\S+/metrics)")
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +158,23 @@ def test_bodies_held_in_memory_are_bounded_per_worker() -> None:
         assert min(closes) < BODY_TIMEOUT, "the one over the budget is answered at once"
         assert timed_batches(server.url, 2, 10, "after-budget")
         assert amplitude.wait_for_ingested(20, timeout=10)
+
+
+def test_serve_metrics_count_every_answer_including_408() -> None:
+    """With --metrics-port, serve's ASGI app is counted: answers by status, 408s of stalled bodies too."""
+    env = {"WEBHOOK_BODY_TIMEOUT": "1", "METRICS_PORT": "0"}
+    with serving(workers=1, env=env) as (server, amplitude):
+        found = next(m for m in map(METRICS_URL.search, server.lines) if m)
+        timed_batches(server.url, 2, 5, "metrics")
+        stalled = Hostiles()
+        try:
+            stalled.add(stalled_body("127.0.0.1", server.port))
+            _, answers = stalled.closed_after(1 + SLACK)
+        finally:
+            stalled.close()
+        assert answers[0].startswith(b"HTTP/1.1 408")
+        text = requests.get(found.group(1), timeout=10).text
+        assert 'segment_exposure_destination_requests_total{status="200"} 2.0' in text
+        assert 'segment_exposure_destination_requests_total{status="408"} 1.0' in text
+        assert 'segment_exposure_destination_events_total{outcome="delivered"} 10.0' in text
+        assert amplitude.ingested_count == 10
