@@ -118,8 +118,9 @@ def gunicorn_options(settings: ServerSettings, host: str, port: int, workers: in
         "workers": workers,
         "worker_class": WORKER_CLASS,
         "keepalive": KEEPALIVE,
-        # A worker is killed only if a request outlives the delivery deadline by far.
-        "timeout": max(30, deadline + 25),
+        # A worker is killed only if a request outlives the delivery deadline by far. The asgi worker also
+        # gives up on a silent body after this long: keep it beyond our own body timeout.
+        "timeout": max(30, deadline + 25, math.ceil(settings.body_timeout) + 5),
         "graceful_timeout": max(10, deadline + 5),
         "accesslog": "-",
         "errorlog": "-",
