@@ -542,8 +542,9 @@ def _peer_clean(host: ServerHost, events: list[dict[str, Any]], flush_queue_size
 def _ceiling_bodies(client: AmplitudeClient, events: list[dict[str, Any]]) -> list[bytes]:
     """The request bodies our client would send for ``events`` (same packing), encoded in advance."""
     run = _Send(client, events, math.inf)
-    chunks = run._pack(run._encode())
-    return [client._body([run.encoded[i] for i in chunk]) for chunk in chunks]
+    while run._produce():
+        pass
+    return [client._body([run.encoded[i] for i in chunk]) for chunk in run.ready]
 
 
 def _ceiling_clean(host: ServerHost, bodies: list[bytes], n: int) -> float:

@@ -600,6 +600,11 @@ class _Send:
         self.fan_out = False  # more than one request may fly: Amplitude answered, and not with a 413
         self.stop_code = ""
         self.stop_reason = ""
+        # Events are encoded and packed a request at a time, as requests are needed, so the first request
+        # leaves at once and the rest are encoded while it is in flight.
+        self.cursor = 0  # the next event to encode
+        self.carry: int | None = None  # encoded, did not fit the last chunk: starts the next one
+        self.dumps = _compact_dumps()
 
     # Outcomes ---------------------------------------------------------------------------------------
 
@@ -617,6 +622,8 @@ class _Send:
         if not self.stopped:
             self.stopped = True
             self.stop_code, self.stop_reason = code, reason
+        while self._produce():  # events not encoded yet: rejected if they cannot be sent, else these
+            pass
         while self.ready:
             self._set(self.ready.popleft(), EventOutcome(Status.RETRY_LATER, code, reason))
         for request in self.retries:
@@ -661,46 +668,74 @@ class _Send:
             chunks.append(current)
         return chunks
 
-    def _encode(self) -> list[int]:
-        dumps = _compact_dumps()
-        pending: list[int] = []
-        limit = self.max_bytes - self.overhead
-        for i, event in enumerate(self.events):
-            try:
-                data = dumps(event).encode()
-            except (TypeError, ValueError, RecursionError) as exc:
-                self.outcomes[i] = EventOutcome(
-                    Status.REJECTED,
-                    "not_json",
-                    f"the event cannot be sent as JSON ({exc}); only JSON values, no NaN or Infinity",
-                )
+    @property
+    def more(self) -> bool:
+        """Whether events remain to be encoded and packed."""
+        return self.carry is not None or self.cursor < len(self.events)
+
+    def _encode_one(self, i: int) -> bool:
+        """Encode event ``i`` once; an event no request could hold is rejected here (False)."""
+        try:
+            data = self.dumps(self.events[i]).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            self.outcomes[i] = EventOutcome(
+                Status.REJECTED,
+                "not_json",
+                f"the event cannot be sent as JSON ({exc}); only JSON values, no NaN or Infinity",
+            )
+            return False
+        if not data.startswith(b"{"):
+            self.outcomes[i] = EventOutcome(
+                Status.REJECTED,
+                "not_json",
+                "the event is not a JSON object; Amplitude events are objects",
+            )
+            return False
+        max_bytes = self.client.limits.max_bytes
+        if len(data) > max_bytes - self.overhead:
+            self.outcomes[i] = EventOutcome(
+                Status.REJECTED,
+                "too_large",
+                f"the event is {len(data)} bytes of JSON, more than one {self.client.api} request may "
+                f"hold ({max_bytes} bytes); shrink its properties",
+            )
+            return False
+        self.encoded[i] = data
+        return True
+
+    def _produce(self) -> bool:
+        """Encode the next events into one more chunk in ``ready`` (packed as :meth:`_pack` would);
+        False when there was nothing left to encode."""
+        chunk: list[int] = []
+        size = self.overhead - 1
+        max_events, max_bytes = self.max_events, self.max_bytes
+        if self.carry is not None:
+            chunk.append(self.carry)
+            size += len(self.encoded[self.carry]) + 1
+            self.carry = None
+        events = len(self.events)
+        while self.cursor < events:
+            i = self.cursor
+            self.cursor += 1
+            if not self._encode_one(i):
                 continue
-            if not data.startswith(b"{"):
-                self.outcomes[i] = EventOutcome(
-                    Status.REJECTED,
-                    "not_json",
-                    "the event is not a JSON object; Amplitude events are objects",
-                )
-                continue
-            if len(data) > limit:
-                self.outcomes[i] = EventOutcome(
-                    Status.REJECTED,
-                    "too_large",
-                    f"the event is {len(data)} bytes of JSON, more than one {self.client.api} request may "
-                    f"hold ({self.max_bytes} bytes); shrink its properties",
-                )
-                continue
-            self.encoded[i] = data
-            pending.append(i)
-        return pending
+            add = len(self.encoded[i]) + 1
+            if chunk and (len(chunk) >= max_events or size + add > max_bytes):
+                self.carry = i
+                break
+            chunk.append(i)
+            size += add
+        if chunk:
+            self.ready.append(chunk)
+            return True
+        return False
 
     # The loop ---------------------------------------------------------------------------------------
 
     def run(self) -> None:
         client = self.client
-        self.ready.extend(self._pack(self._encode()))
         in_flight: dict[Future[_Reply], _Request] = {}
-        while self.ready or self.held or self.retries or in_flight:
+        while self.ready or self.held or self.retries or in_flight or self.more:
             now = time.monotonic()
             if not self.stopped:
                 if client._closed.is_set():
@@ -716,7 +751,8 @@ class _Send:
                     self._collect(in_flight, None)
                 continue
             launch = self._launchable(now, len(in_flight))
-            if len(launch) == 1 and not in_flight and (not self.ready or client.max_in_flight == 1):
+            alone = not self.ready and not self.more
+            if len(launch) == 1 and not in_flight and (alone or client.max_in_flight == 1):
                 self._send(launch[0])  # a lone request: on this thread, no hand-over to the pool
                 continue
             for request in launch:
@@ -728,6 +764,11 @@ class _Send:
                     self._failed(request, _Transient("closed", "the client was closed"))
                     continue
                 in_flight[future] = request
+            if in_flight and self.more:
+                # Encode the next request while these fly, then take in what came back meanwhile.
+                self._produce()
+                self._collect(in_flight, 0)
+                continue
             wake = min([r.not_before for r in self.retries] + [h.not_before for h in self.held], default=None)
             if in_flight:
                 # Until the first one comes back, or a retry or hold falls due (if any can start then).
@@ -791,7 +832,7 @@ class _Send:
                 return request
             if self.failures >= (2 if self.answered else 1):
                 return None
-        if not self.ready:
+        if not self.ready and not self._produce():
             return None
         chunk = self.ready.popleft()
         if len(chunk) > self.max_events or self._size(chunk) > self.max_bytes:
@@ -1006,6 +1047,8 @@ class _Send:
             + sum(len(c) for c in self.ready)
             + sum(len(h.indices) for h in self.held)
             + sum(len(r.chunk) for r in self.retries)
+            + len(self.events)
+            - self.cursor
         )
         logger.error(
             "Amplitude refused the request (HTTP %d: %s): check the API key, the region and the endpoint "
