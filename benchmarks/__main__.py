@@ -18,6 +18,7 @@ GROUPS = {
     "provider": "benchmarks.provider",
     "experiment": "benchmarks.experiment",
     "delivery": "benchmarks.delivery",
+    "serve": "benchmarks.serve",
     "serverless": "benchmarks.serverless",
 }
 

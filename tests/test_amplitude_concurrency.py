@@ -57,7 +57,9 @@ def session() -> Iterator[RecordingSession]:
 
 
 def make_client(emulator: AmplitudeEmulator, session: requests.Session, **options: Any) -> AmplitudeClient:
+    """One request in flight at a time (unless ``max_in_flight`` is given), so the order is deterministic."""
     settings: dict[str, Any] = {
+        "max_in_flight": 1,
         "max_events_per_request": CHUNK,
         "backoff_initial": 0.05,
         "backoff_max": 5.0,

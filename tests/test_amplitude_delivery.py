@@ -130,7 +130,9 @@ def test_fault_matrix(
     if fault == "403":
         first = results[0]
         assert first.counts()["delivered"] == 0
-        assert {o.code for o in first} == {"configuration"}
+        # A request already in flight alongside the refused one keeps Amplitude's own answer to it (here:
+        # its invalid events rejected); everything else waits for the configuration to be fixed.
+        assert {o.code for o in first if o.status is not Status.REJECTED} == {"configuration"}
     lost = len(events) - len(rejected) - sum(len(r.delivered) for r in results)
     assert lost == 0
 

@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-body-bytes", type=_positive_int, default=None, help="request body cap (16 MiB)")
     serve.add_argument(
+        "--body-timeout", type=float, default=None, help="seconds a request body may take to arrive (10)"
+    )
+    serve.add_argument(
         "--metrics-port",
         type=int,
         default=None,

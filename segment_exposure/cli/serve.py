@@ -1,5 +1,11 @@
 """``segment-exposure serve``: the webhook under gunicorn, configured from flags and the environment.
 
+Why gunicorn's ``asgi`` worker (an asyncio event loop per worker process) rather than threads: a slow or
+stalled client then costs a coroutine and a buffer, not a worker thread, so a few hundred connections that
+send headers and then nothing cannot keep Segment's signed requests waiting (see
+:mod:`segment_exposure.server.asgi`). The master, the worker processes, their restarts and the signals are
+gunicorn's as before.
+
 Why gunicorn programmatically (``BaseApplication``) rather than a generated config file: the settings are
 validated here, in one place, before any process starts, and the API key never passes through gunicorn's
 own configuration (which it can print at debug level). Each worker builds its destination after the fork,
@@ -16,7 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from segment_exposure.cli import UserError
-from segment_exposure.server import BatchDestination, ConfigError, ServerSettings, create_app
+from segment_exposure.server import BatchDestination, ConfigError, ServerSettings
+from segment_exposure.server.asgi import DEFAULT_DELIVERY_THREADS, create_asgi_app
 
 if TYPE_CHECKING:
     from segment_exposure.metrics.exporter import MultiprocessExporter
@@ -26,6 +33,8 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_THREADS",
     "DEFAULT_WORKERS",
+    "KEEPALIVE",
+    "WORKER_CLASS",
     "gunicorn_options",
     "run_serve",
 ]
@@ -35,8 +44,13 @@ DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
 #: ``--metrics-port`` binds here unless told otherwise: metrics are not for the public next to the webhook.
 DEFAULT_METRICS_HOST = "127.0.0.1"
-#: Threads per worker: each request waits on Amplitude for up to the deadline, mostly idle.
-DEFAULT_THREADS = 4
+#: Deliveries in progress per worker (threads; each waits on Amplitude for up to the deadline, mostly idle).
+#: Connections are not bounded by it: they are read by the worker's event loop.
+DEFAULT_THREADS = DEFAULT_DELIVERY_THREADS
+#: gunicorn's native asyncio worker: connections are coroutines, only whole requests go to a thread.
+WORKER_CLASS = "asgi"
+#: Seconds an idle keep-alive connection stays open after a response.
+KEEPALIVE = 5
 INSTALL_HINT = "pip install 'segment-exposure[server]'"
 
 logger = logging.getLogger("segment_exposure")
@@ -102,10 +116,11 @@ def gunicorn_options(settings: ServerSettings, host: str, port: int, workers: in
     return {
         "bind": [_bind(host, port)],
         "workers": workers,
-        "worker_class": "gthread",
-        "threads": DEFAULT_THREADS,
-        # A worker is killed only if a request outlives the delivery deadline by far.
-        "timeout": max(30, deadline + 25),
+        "worker_class": WORKER_CLASS,
+        "keepalive": KEEPALIVE,
+        # A worker is killed only if a request outlives the delivery deadline by far. The asgi worker also
+        # gives up on a silent body after this long: keep it beyond our own body timeout.
+        "timeout": max(30, deadline + 25, math.ceil(settings.body_timeout) + 5),
         "graceful_timeout": max(10, deadline + 5),
         "accesslog": "-",
         "errorlog": "-",
@@ -131,6 +146,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> ServerSet
             deadline=getattr(args, "deadline", None),
             exposure_events=getattr(args, "exposure_event", None),
             max_body_bytes=getattr(args, "max_body_bytes", None),
+            body_timeout=getattr(args, "body_timeout", None),
         )
     except ConfigError as exc:
         hint = " (or pass --api-key)" if args.api_key is None and "API key" in str(exc) else ""
@@ -161,9 +177,15 @@ def _application(
             destination: BatchDestination = settings.build_destination()
             if metrics is not None:
                 destination = metrics.count(destination)
-            app = create_app(destination, settings.shared_secret, max_body_bytes=settings.max_body_bytes)
+            app = create_asgi_app(
+                destination,
+                settings.shared_secret,
+                max_body_bytes=settings.max_body_bytes,
+                body_timeout=settings.body_timeout,
+                delivery_threads=DEFAULT_THREADS,
+            )
             logger.info("worker ready: %r", app)
-            return app if metrics is None else metrics.wrap(app)
+            return app if metrics is None else metrics.wrap_asgi(app)
 
     return WebhookApplication()
 
@@ -173,10 +195,11 @@ def _when_ready(settings: ServerSettings, options: Mapping[str, Any]) -> Callabl
         where = "custom endpoint" if settings.endpoint else f"region {settings.region}"
         logger.info(
             "segment-exposure webhook ready: POST / (Amplitude %s, deadline %.1f s, body limit %d bytes, "
-            "%d workers)",
+            "body timeout %.0f s, %d workers)",
             where,
             settings.deadline,
             settings.max_body_bytes,
+            settings.body_timeout,
             options["workers"],
         )
         if not settings.shared_secret:

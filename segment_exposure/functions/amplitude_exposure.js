@@ -78,7 +78,9 @@ const TIMING = {
   backoffMaxMs: 10000,
   backoffJitterMs: 500,
   throttleWaitMs: 30000, // Amplitude asks for at least 30 s after a 429: longer than a handler may run
-  maxThrottleHolds: 10
+  maxThrottleHolds: 10,
+  // Requests in flight at once, so a batch of many requests fits in the deadline when Amplitude is slow.
+  maxInFlight: 8
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -660,13 +662,24 @@ const THROTTLED_PAST_DEADLINE = retryLater('throttled',
   'Amplitude throttled this event (HTTP 429: too many events for its user or device) and it must wait ' +
   'longer than the deadline allows; retry later with the same insert_id')
 
-// A failure worth retrying after a pause: 5xx, a timeout, a reset, a non-JSON body.
+// A failure worth retrying after a pause: 5xx, a timeout, a reset, a non-JSON body. retryAfterMs: what a
+// 503's Retry-After asked for (0 if nothing).
 class Transient extends Error {
-  constructor (code, reason) {
+  constructor (code, reason, retryAfterMs = 0) {
     super(reason)
     this.code = code
     this.reason = reason
+    this.retryAfterMs = retryAfterMs
   }
+}
+
+// Milliseconds a Retry-After header asks for: delay-seconds or an HTTP date; 0 when absent or unusable.
+function retryAfterMs (value) {
+  if (!value) return 0
+  const text = String(value).trim()
+  if (/^[0-9]+(\.[0-9]+)?$/.test(text)) return Number.parseFloat(text) * 1000
+  const when = Date.parse(text)
+  return Number.isFinite(when) ? Math.max(0, when - Date.now()) : 0
 }
 
 function intList (value) {
@@ -689,6 +702,8 @@ class Delivery {
     this.holds = events.map(() => 0)
     this.held = [] // [{notBefore, indices}]: throttled events waiting
     this.ready = [] // chunks (lists of indices) to send, in order
+    this.fanOut = false // more than one request may fly: Amplitude answered, and not with a 413
+    this.stopped = null // {code, reason} once the delivery gave up: nothing more is sent
     const limits = LIMITS[target.api]
     this.maxEvents = limits.maxEvents
     this.maxBytes = limits.maxBytes
@@ -707,6 +722,7 @@ class Delivery {
   }
 
   retryLaterEverything (code, reason) {
+    if (!this.stopped) this.stopped = { code, reason }
     while (this.ready.length) this.set(this.ready.shift(), retryLater(code, reason))
     this.releaseHeld()
   }
@@ -769,35 +785,51 @@ class Delivery {
     return this.head + chunk.map((i) => this.encoded[i].json).join(',') + this.tail
   }
 
+  // Up to TIMING.maxInFlight requests at once: the first one alone (a wrong key or a smaller size limit is
+  // learnt from one request, not eight), and one at a time again after a 413 until a smaller one passes.
   async run () {
     this.ready.push(...this.pack(this.encode()))
-    while (this.ready.length || this.held.length) {
+    const flying = new Set()
+    while (this.ready.length || this.held.length || flying.size) {
+      if (this.stopped) {
+        // Nothing new goes out; what is in flight is counted when it comes back.
+        this.retryLaterEverything(this.stopped.code, this.stopped.reason)
+        if (flying.size) await Promise.race(flying)
+        continue
+      }
       const now = Date.now()
       const due = this.held.filter((h) => h.notBefore <= now)
       if (due.length) {
         this.held = this.held.filter((h) => h.notBefore > now)
         for (const h of due) this.ready.push(...this.pack(h.indices))
       }
-      if (!this.ready.length) {
+      if (now >= this.end && this.ready.length) {
+        this.retryLaterEverything('deadline', 'the deadline passed before this event was sent; retry later')
+        continue
+      }
+      const limit = this.fanOut ? Math.max(1, TIMING.maxInFlight) : 1
+      while (this.ready.length && flying.size < limit) {
+        let chunk = this.ready.shift()
+        if (chunk.length > this.maxEvents || this.size(chunk) > this.maxBytes) {
+          // Packed before a 413 taught us a smaller limit: repack to the limit we know now.
+          this.ready.unshift(...this.pack(chunk))
+          chunk = this.ready.shift()
+        }
+        const request = this.deliver(chunk).finally(() => flying.delete(request))
+        flying.add(request)
+      }
+      if (flying.size) {
+        await Promise.race(flying)
+        continue
+      }
+      if (this.held.length && !this.ready.length) {
         const wake = Math.min(...this.held.map((h) => h.notBefore))
         if (wake >= this.end) {
           this.releaseHeld()
-          break
+          continue
         }
         await sleep(wake - now)
-        continue
       }
-      if (now >= this.end) {
-        this.retryLaterEverything('deadline', 'the deadline passed before this event was sent; retry later')
-        break
-      }
-      let chunk = this.ready.shift()
-      if (chunk.length > this.maxEvents || this.size(chunk) > this.maxBytes) {
-        // Packed before a 413 taught us a smaller limit: repack to the limit we know now.
-        this.ready.unshift(...this.pack(chunk))
-        chunk = this.ready.shift()
-      }
-      if (!(await this.deliver(chunk))) break
     }
     const lost = retryLater('internal', 'not sent (internal error); retry later')
     return this.outcomes.map((o) => o || lost)
@@ -815,6 +847,7 @@ class Delivery {
       return false
     }
     const status = reply.status
+    this.fanOut = status !== 413
     if (status >= 200 && status < 300) {
       this.set(chunk, DELIVERED)
       return true
@@ -839,9 +872,11 @@ class Delivery {
       try {
         return await this.post(body)
       } catch (err) {
-        if (!(err instanceof Transient) || attempt >= TIMING.maxAttempts) throw err
-        const wait = Math.min(TIMING.backoffInitialMs * 2 ** (attempt - 1), TIMING.backoffMaxMs) +
+        if (!(err instanceof Transient) || attempt >= TIMING.maxAttempts || this.stopped) throw err
+        this.fanOut = false // Amplitude looks down: no new requests beside the retries until it answers
+        const backoff = Math.min(TIMING.backoffInitialMs * 2 ** (attempt - 1), TIMING.backoffMaxMs) +
           Math.random() * TIMING.backoffJitterMs
+        const wait = Math.max(backoff, err.retryAfterMs)
         if (Date.now() + wait >= this.end) throw err
         console.log(`Amplitude request of ${size} events failed (attempt ${attempt}): ${err.reason}; ` +
           `retrying in ${Math.round(wait)} ms`)
@@ -888,7 +923,8 @@ class Delivery {
     if (status >= 500 || status === 408) {
       const detail = isObject(parsed) ? String(get(parsed, 'error') ?? '') : 'non-JSON body'
       throw new Transient(status === 503 ? 'unavailable' : 'server_error',
-        `Amplitude answered HTTP ${status} (${this.redact(detail).slice(0, 200)})`)
+        `Amplitude answered HTTP ${status} (${this.redact(detail).slice(0, 200)})`,
+        status === 503 ? retryAfterMs(response.headers.get('Retry-After')) : 0)
     }
     if (!isObject(parsed)) {
       if (status >= 400 && status < 500) {
@@ -899,8 +935,7 @@ class Delivery {
           'JSON object; it may or may not have ingested the events')
       }
     }
-    const retryAfter = Number.parseFloat(response.headers.get('Retry-After'))
-    return { status, body: parsed, retryAfterMs: Number.isFinite(retryAfter) ? retryAfter * 1000 : 0 }
+    return { status, body: parsed, retryAfterMs: retryAfterMs(response.headers.get('Retry-After')) }
   }
 
   // 413: split in halves and resend; one event still too large is rejected with the reason.

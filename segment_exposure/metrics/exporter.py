@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._prom import MULTIPROC_ENV, prometheus
-from .webhook import CountingDestination, MetricsMiddleware, PrometheusRecorder
+from .webhook import ASGIMetricsMiddleware, CountingDestination, MetricsMiddleware, PrometheusRecorder
 
 __all__ = ["MultiprocessExporter"]
 
@@ -150,3 +150,7 @@ class MultiprocessExporter:
     def wrap(self, app: Callable[[dict[str, Any], Any], Iterable[bytes]]) -> MetricsMiddleware:
         """``app`` with its answers and their time counted."""
         return MetricsMiddleware(app, self.recorder())
+
+    def wrap_asgi(self, app: Callable[..., Any]) -> ASGIMetricsMiddleware:
+        """The ASGI ``app`` (what ``serve`` runs) with its answers and their time counted."""
+        return ASGIMetricsMiddleware(app, self.recorder())

@@ -19,6 +19,7 @@ from ._prom import prometheus
 __all__ = [
     "EVENT_OUTCOMES",
     "WEBHOOK_METRICS",
+    "ASGIMetricsMiddleware",
     "CountingDestination",
     "InvocationCounts",
     "MetricsMiddleware",
@@ -200,3 +201,33 @@ class MetricsMiddleware:
             return self.app(environ, counting_start_response)
         finally:
             self.recorder.response(status[0], time.perf_counter() - started)
+
+
+class ASGIMetricsMiddleware:
+    """ASGI middleware (what ``serve`` runs): each answer's status and time (``/healthz`` probes and
+    lifespan messages are not counted; a client that left before its answer is not counted either)."""
+
+    def __init__(self, app: Callable[..., Any], recorder: Recorder) -> None:
+        self.app = app
+        self.recorder = recorder
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.app!r})"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("path") == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: list[int] = []
+
+        async def counting_send(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                status.append(int(message.get("status", 500)))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if status:
+                self.recorder.response(status[0], time.perf_counter() - started)

@@ -16,6 +16,7 @@ from segment_exposure.destination import DEFAULT_DEADLINE, AmplitudeExposureDest
 from segment_exposure.translate import DEFAULT_EXPOSURE_EVENTS
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_DEPTH",
     "ENVIRONMENT",
@@ -25,6 +26,10 @@ __all__ = [
 
 #: Segment's Actions webhooks send up to 4000 events per request; at 4 KB per event that is 16 MB.
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+#: Seconds a request's body may take to arrive once its headers have (``serve``): Segment sends it at once,
+#: so only a stalled or hostile client hits this. The connection is then answered 408 and closed.
+DEFAULT_BODY_TIMEOUT = 10.0
 
 #: Deepest JSON nesting accepted in a request body (a batch array counts as one level). Amplitude itself
 #: refuses objects nested more than 40 levels, so real events stay far below this.
@@ -40,6 +45,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "exposure_events": "AMPLITUDE_EXPOSURE_EVENTS",
     "deadline": "AMPLITUDE_DEADLINE",
     "max_body_bytes": "WEBHOOK_MAX_BODY_BYTES",
+    "body_timeout": "WEBHOOK_BODY_TIMEOUT",
 }
 
 
@@ -59,6 +65,7 @@ class ServerSettings:
     exposure_events: tuple[str, ...] = DEFAULT_EXPOSURE_EVENTS
     deadline: float = DEFAULT_DEADLINE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> ServerSettings:
@@ -89,6 +96,7 @@ class ServerSettings:
             exposure_events=_names(raw("exposure_events")),
             deadline=_deadline(raw("deadline")),
             max_body_bytes=_positive_int("max_body_bytes", raw("max_body_bytes")) or DEFAULT_MAX_BODY_BYTES,
+            body_timeout=_seconds("body_timeout", raw("body_timeout"), DEFAULT_BODY_TIMEOUT),
         )
 
     def build_destination(self) -> AmplitudeExposureDestination:
@@ -136,6 +144,20 @@ def _positive_int(name: str, value: Any) -> int | None:
     if number < 1:
         raise ConfigError(f"{ENVIRONMENT[name]} must be at least 1, got {number}")
     return number
+
+
+def _seconds(name: str, value: Any, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{ENVIRONMENT[name]} must be a number of seconds, got {str(value)[:20]!r}"
+        ) from None
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > 3600:
+        raise ConfigError(f"{ENVIRONMENT[name]} must be between 0 and 3600 seconds, got {seconds}")
+    return seconds
 
 
 def _deadline(value: Any) -> float:

@@ -32,7 +32,11 @@ ingested), ``500_after_ingest`` (ingests, then answers 500 or ``status``: the cl
 duplicates the dedupe must drop), ``reset`` and ``reset_after_ingest`` (the connection is aborted with a
 TCP RST, before or after ingesting), ``slow`` (waits ``delay`` seconds, then answers normally), ``non_json``
 (an HTML body with ``status``, default 200; ingested when the status is 2xx unless ``ingest`` says
-otherwise), ``403``, ``413`` and ``429`` (every event throttled). Any fault accepts ``delay``.
+otherwise), ``403``, ``413`` and ``429`` (every event throttled). Any fault accepts ``delay``, and
+``retry_after`` (a ``Retry-After`` header value sent with the answer).
+
+A request in absolute form (``POST http://host/2/httpapi``, as a client sends it to an HTTP proxy) is served
+as if the emulator were that proxy and the host: :attr:`RecordedRequest.proxied` tells it apart.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import gzip
 import json
 import math
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -126,6 +131,7 @@ class RecordedRequest:
     fault: str | None
     client_port: int
     gzip: bool
+    proxied: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,7 @@ class _Fault:
     status: int
     delay: float
     ingest: bool
+    retry_after: str | None = None
 
 
 @dataclass(slots=True)
@@ -204,7 +211,8 @@ class AmplitudeEmulator:
     ``api_keys``: the valid keys (``None`` accepts any non-empty key). ``eps_threshold`` and
     ``throttle_window`` (and ``batch_*`` for ``/batch``) set the per-user and per-device sliding window,
     ``daily_quota`` a per-id total (``None``: unlimited). ``index_map_limit`` makes 400 answers name only the
-    first N bad events, as Amplitude may. The settings are plain attributes and may be changed while running.
+    first N bad events, as Amplitude may. ``ssl_context`` (a server context with a certificate) serves HTTPS.
+    The settings are plain attributes and may be changed while running.
     All methods are thread-safe.
     """
 
@@ -223,8 +231,10 @@ class AmplitudeEmulator:
         http_max_body_bytes: int = 999_999,
         batch_max_body_bytes: int = 20_000_000,
         index_map_limit: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port = port
         self.api_keys: frozenset[str] | None = frozenset(api_keys) if api_keys is not None else None
         self.eps_threshold = eps_threshold
@@ -257,6 +267,8 @@ class AmplitudeEmulator:
             raise RuntimeError("the emulator is already running")
         self._stopping.clear()
         server = _Server((self.host, self.port), self)
+        if self.ssl_context is not None:
+            server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -305,8 +317,9 @@ class AmplitudeEmulator:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://{self.host}:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https://`` with an ``ssl_context``)."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def http_api_url(self) -> str:
@@ -328,12 +341,14 @@ class AmplitudeEmulator:
         status: int | None = None,
         delay: float | None = None,
         ingest: bool | None = None,
+        retry_after: str | None = None,
     ) -> None:
         """Apply ``fault`` to the next ``count`` requests, after the faults injected before it.
 
         ``count=None`` applies it to every request until :meth:`clear_faults` (an outage). ``status``
         overrides the answer's status, ``delay`` waits first, ``ingest`` says whether the events are
-        ingested before the fault (defaults: see the module's documentation).
+        ingested before the fault (defaults: see the module's documentation), ``retry_after`` is sent as
+        the answer's ``Retry-After`` header.
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose from {sorted(FAULTS)}")
@@ -353,7 +368,7 @@ class AmplitudeEmulator:
                 fault == "non_json" and 200 <= code < 300
             )
         wait = delay if delay is not None else (1.0 if fault == "slow" else 0.0)
-        spec = _Fault(fault, code, wait, ingest)
+        spec = _Fault(fault, code, wait, ingest, retry_after)
         with self._cond:
             if count is None or count:
                 self._faults.append(_Queued(spec, count))
@@ -464,13 +479,20 @@ class AmplitudeEmulator:
             fault=fault.kind if fault is not None else None,
             client_port=int(handler.client_address[1]),
             gzip=handler.headers.get("Content-Encoding", "").lower() == "gzip",
+            proxied=handler.path.startswith(("http://", "https://")),
         )
         with self._cond:
             self._requests.append(record)
             self._cond.notify_all()
 
     def _send(
-        self, handler: _Handler, status: int, payload: dict[str, Any] | str, *, html: bool = False
+        self,
+        handler: _Handler,
+        status: int,
+        payload: dict[str, Any] | str,
+        *,
+        html: bool = False,
+        retry_after: str | None = None,
     ) -> None:
         if isinstance(payload, str):
             data = payload.encode()
@@ -482,6 +504,8 @@ class AmplitudeEmulator:
             handler.send_response(status)
             handler.send_header("Content-Type", content_type)
             handler.send_header("Content-Length", str(len(data)))
+            if retry_after is not None:
+                handler.send_header("Retry-After", retry_after)
             handler.end_headers()
             handler.wfile.write(data)
         except OSError:
@@ -514,6 +538,8 @@ class AmplitudeEmulator:
         """Answer one POST. Each request is recorded before its answer leaves, so a client that has its
         answer can already see the request in :attr:`requests`."""
         path = handler.path.split("?", 1)[0]
+        if path.startswith(("http://", "https://")):
+            path = "/" + path.split("://", 1)[1].partition("/")[2]  # absolute form: as a proxy gets it
         length_header = handler.headers.get("Content-Length")
         if length_header is None or not length_header.isdigit():
             handler.close_connection = True
@@ -545,7 +571,7 @@ class AmplitudeEmulator:
         elif kind == "non_json":
             self._record(handler, path, fault.status, events, fault)
             text = _HTML.format(f"{fault.status} {_STATUS_TEXT.get(fault.status, '')}")
-            self._send(handler, fault.status, text, html=True)
+            self._send(handler, fault.status, text, html=True, retry_after=fault.retry_after)
         elif kind == "429":
             count = self._count_events(raw, encoding)
             self._record(handler, path, 429, count, fault)
@@ -559,11 +585,12 @@ class AmplitudeEmulator:
                 "exceeded_daily_quota_users": {},
                 "exceeded_daily_quota_devices": {},
             }
-            self._send(handler, 429, answer)
+            self._send(handler, 429, answer, retry_after=fault.retry_after)
         else:
             status = fault.status
             self._record(handler, path, status, events, fault)
-            self._send(handler, status, {"code": status, "error": _STATUS_TEXT.get(status, "Error")})
+            error = {"code": status, "error": _STATUS_TEXT.get(status, "Error")}
+            self._send(handler, status, error, retry_after=fault.retry_after)
 
     @staticmethod
     def _decode(raw: bytes, encoding: str) -> bytes:
