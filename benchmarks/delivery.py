@@ -25,8 +25,8 @@ from typing import Any
 
 import requests
 
-from segment_exposure.amplitude import AmplitudeClient, _Send
-from segment_exposure.translate import to_amplitude_event
+from segment_exposure.delivery.amplitude import AmplitudeClient, _Send
+from segment_exposure.delivery.translate import to_amplitude_event
 
 from .common import Result, spread
 

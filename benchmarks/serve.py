@@ -20,8 +20,8 @@ from typing import Any
 
 import requests
 
+from segment_exposure.delivery.translate import to_amplitude_event
 from segment_exposure.server import sign
-from segment_exposure.translate import to_amplitude_event
 
 from .common import Result
 from .delivery import API_KEY, NO_THROTTLE, ServerHost, segment_events

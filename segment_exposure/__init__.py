@@ -1,15 +1,15 @@
 """Amplitude Experiment exposure tracking through Segment, without losing data.
 
 ``SegmentExposureTrackingProvider`` sends exposures into Segment; ``segment_exposure.experiment`` wraps
-Amplitude's Experiment clients; ``segment_exposure.destination`` delivers Segment's ``$exposure`` events
+Amplitude's Experiment clients; ``segment_exposure.delivery`` delivers Segment's ``$exposure`` events
 to Amplitude; ``segment_exposure.testing`` has local emulators and capture helpers for test suites.
 """
 
 from __future__ import annotations
 
-from .exposure import EXPOSURE_EVENT, Exposure
-from .identity import bind_user, bound_user
-from .provider import SegmentExposureTrackingProvider
+from segment_exposure.exposure import EXPOSURE_EVENT, Exposure
+from segment_exposure.identity.user import bind_user, bound_user
+from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
 
 __all__ = [
     "EXPOSURE_EVENT",

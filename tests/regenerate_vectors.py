@@ -14,8 +14,8 @@ import json
 import sys
 from typing import Any
 
-from segment_exposure.errors import PermanentError
-from segment_exposure.translate import to_amplitude_event
+from segment_exposure.delivery.errors import PermanentError
+from segment_exposure.delivery.translate import to_amplitude_event
 
 from .segment_oracle import oracle_missing, run_oracle
 from .test_segment_parity import VECTOR_DIR, Case, expected_from_segment

@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.serverless import flush_after
+from segment_exposure.tracking.serverless import flush_after
 
 EXPOSURE = Exposure("checkout", "treatment", "exp-1")
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from segment_exposure.amplitude import AmplitudeClient, DeliveryResult, Status
+from segment_exposure.delivery.amplitude import AmplitudeClient, DeliveryResult, Status
 from segment_exposure.testing import AmplitudeEmulator
 
 from .conftest import wait_until

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from segment_exposure.amplitude import ENDPOINTS, AmplitudeClient, DeliveryResult, Status
+from segment_exposure.delivery.amplitude import ENDPOINTS, AmplitudeClient, DeliveryResult, Status
 from segment_exposure.testing import AmplitudeEmulator
 
 from .amplitude_cases import FAST as CASES_FAST

@@ -16,8 +16,14 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.coerce import js_string, read_number, read_session_id, read_string, read_time_ms
-from segment_exposure.useragent import available, parse_user_agent
+from segment_exposure.delivery.coerce import (
+    js_string,
+    read_number,
+    read_session_id,
+    read_string,
+    read_time_ms,
+)
+from segment_exposure.delivery.useragent import available, parse_user_agent
 
 CHROME_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
@@ -175,7 +181,7 @@ def test_without_the_extra_user_agents_are_not_parsed_and_it_says_which_extra() 
     code = (
         "import sys, logging; sys.modules['uaparser'] = None  # as if it were not installed\n"
         "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
-        "from segment_exposure.translate import to_amplitude_event\n"
+        "from segment_exposure.delivery.translate import to_amplitude_event\n"
         "event = {'type': 'track', 'event': '$exposure', 'anonymousId': 'anon-12345',\n"
         "         'properties': {'flag_key': 'f'}, 'timestamp': '2026-11-24T10:00:00Z',\n"
         f"         'context': {{'library': {{'name': 'analytics.js'}}, 'userAgent': {IPHONE!r}}}}}\n"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.destination import AmplitudeExposureDestination
-from segment_exposure.errors import (
+from segment_exposure.delivery.destination import AmplitudeExposureDestination
+from segment_exposure.delivery.errors import (
     EventNotSupported,
     InvalidEventPayload,
     PermanentError,

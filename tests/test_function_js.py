@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.destination import AmplitudeExposureDestination
-from segment_exposure.errors import PermanentError, RetryError
+from segment_exposure.delivery.destination import AmplitudeExposureDestination
+from segment_exposure.delivery.errors import PermanentError, RetryError
+from segment_exposure.delivery.translate import to_amplitude_event
 from segment_exposure.testing import AmplitudeEmulator
-from segment_exposure.translate import to_amplitude_event
 
 from .amplitude_cases import segment_event
 from .test_segment_parity import ua_derived_fields

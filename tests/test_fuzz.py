@@ -40,12 +40,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.coerce import read_string
-from segment_exposure.destination import AmplitudeExposureDestination
-from segment_exposure.errors import EventNotSupported, InvalidEventPayload, ValidationError
+from segment_exposure.delivery.coerce import read_string
+from segment_exposure.delivery.destination import AmplitudeExposureDestination
+from segment_exposure.delivery.errors import EventNotSupported, InvalidEventPayload, ValidationError
+from segment_exposure.delivery.translate import EXPERIMENT_PROPERTY_PREFIX, id_problem, to_amplitude_event
 from segment_exposure.server import create_app, lambda_handler, reset_cache, sign
 from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
-from segment_exposure.translate import EXPERIMENT_PROPERTY_PREFIX, id_problem, to_amplitude_event
 
 from .conftest import WRITE_KEY
 from .hardening_profiles import fuzz_settings

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.destination import AmplitudeExposureDestination
+from segment_exposure.delivery.destination import AmplitudeExposureDestination
 from segment_exposure.metrics import register, register_from_setting, unregister
 from segment_exposure.metrics.emf import emf_document, emit
 from segment_exposure.metrics.webhook import (
@@ -36,8 +36,8 @@ from segment_exposure.metrics.webhook import (
     PrometheusRecorder,
 )
 from segment_exposure.server import create_app, lambda_handler, reset_cache, sign
-from segment_exposure.stats import DROP_REASONS
 from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
+from segment_exposure.tracking.stats import DROP_REASONS
 
 from . import test_django_integration  # noqa: F401  (configures Django, as for its own tests)
 from .amplitude_cases import FAST, segment_event

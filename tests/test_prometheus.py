@@ -27,8 +27,8 @@ import requests
 import yaml
 
 from segment_exposure.metrics.webhook import EVENT_OUTCOMES
-from segment_exposure.stats import DROP_REASONS
 from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
+from segment_exposure.tracking.stats import DROP_REASONS
 
 from .amplitude_cases import segment_event
 from .conftest import WRITE_KEY, wait_until

@@ -15,8 +15,8 @@ from amplitude_experiment import User
 from segment.analytics import Client
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider, bind_user
-from segment_exposure.message_id import MESSAGE_ID_PREFIX
 from segment_exposure.testing import InMemorySegmentClient, SegmentCollector, capture_exposures
+from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX
 
 from .conftest import WRITE_KEY, wait_until
 
@@ -391,7 +391,7 @@ def test_constructor_rejects_bad_configuration(collector: SegmentCollector) -> N
 
 def test_direct_enqueue_queues_exactly_what_client_track_would() -> None:
     """The provider skips Client.track() on its worker thread; the message must not change because of it."""
-    from segment_exposure import segment_client
+    from segment_exposure.tracking import segment_client
 
     provider = SegmentExposureTrackingProvider(analytics=InMemorySegmentClient(), include_metadata=True)
     try:

@@ -34,9 +34,9 @@ import pytest
 import requests
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.amplitude import AmplitudeClient
-from segment_exposure.destination import AmplitudeExposureDestination
-from segment_exposure.errors import RetryError
+from segment_exposure.delivery.amplitude import AmplitudeClient
+from segment_exposure.delivery.destination import AmplitudeExposureDestination
+from segment_exposure.delivery.errors import RetryError
 from segment_exposure.server import (
     ConfigError,
     ServerSettings,

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.errors import PermanentError
-from segment_exposure.translate import EXPERIMENT_PROPERTY_PREFIX, to_amplitude_event
+from segment_exposure.delivery.errors import PermanentError
+from segment_exposure.delivery.translate import EXPERIMENT_PROPERTY_PREFIX, to_amplitude_event
 
 from .segment_oracle import require_oracle, run_oracle
 

@@ -17,7 +17,8 @@ import pytest
 from segment.analytics import Client
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.serverless import (
+from segment_exposure.testing import SegmentCollector
+from segment_exposure.tracking.serverless import (
     detect_platform,
     flush_after,
     flush_each_request,
@@ -26,7 +27,6 @@ from segment_exposure.serverless import (
     invocation_timeout,
     lambda_context,
 )
-from segment_exposure.testing import SegmentCollector
 
 from .conftest import WRITE_KEY
 from .serverless_runtime import LambdaContext

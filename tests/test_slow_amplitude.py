@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.destination import DEFAULT_DEADLINE, AmplitudeExposureDestination
+from segment_exposure.delivery.destination import DEFAULT_DEADLINE, AmplitudeExposureDestination
 from segment_exposure.server import DEFAULT_MAX_BODY_BYTES, lambda_handler, reset_cache, sign
 from segment_exposure.server.webhook import WebhookHandler, WebhookResponse
 from segment_exposure.testing import AmplitudeEmulator

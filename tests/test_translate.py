@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segment_exposure import errors
-from segment_exposure.translate import (
+from segment_exposure.delivery import errors
+from segment_exposure.delivery.translate import (
     INVALID_IDS,
     id_problem,
     parse_time_ms,

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..identity import bind_user
+from segment_exposure.identity.user import bind_user
+
 from .output import console, print_table
 
 __all__ = ["run_demo"]

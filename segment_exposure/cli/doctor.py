@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ..coerce import read_string, read_time_ms
+from segment_exposure.delivery.coerce import read_string, read_time_ms
+from segment_exposure.delivery.translate import id_problem
+
 from ..exposure import EXPOSURE_EVENT
-from ..translate import id_problem
 from .records import BadRecord, iter_records
 
 __all__ = ["CHECKS", "Finding", "audit", "load_flag_variants"]

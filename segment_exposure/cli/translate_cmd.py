@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import IO
 
-from ..errors import PermanentError
-from ..translate import to_amplitude_event
+from segment_exposure.delivery.errors import PermanentError
+from segment_exposure.delivery.translate import to_amplitude_event
+
 from .records import BadRecord, iter_records
 
 __all__ = ["run_translate"]

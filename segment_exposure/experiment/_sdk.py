@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from ..errors import ExposureError
+from segment_exposure.delivery.errors import ExposureError
 
 __all__ = [
     "MISSING_SDK_MESSAGE",

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from segment_exposure.tracking.stats import Counter
+
 from ..exposure import Exposure
-from ..stats import Counter
 
 __all__ = [
     "SUPPRESS_REASONS",

@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..ids import as_id
-from ..provider import SegmentExposureTrackingProvider
+from segment_exposure.identity.ids import as_id
+from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
+
 from ._request import IDENTITY_SOURCES, LEGACY_DEVICE_ID_COOKIE, valid_sources
 
 __all__ = [

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..browser_cookies import from_cookies
-from ..ids import browser_id
+from segment_exposure.identity.browser_cookies import from_cookies
+from segment_exposure.identity.ids import browser_id
 
 __all__ = [
     "DEFAULT_IDENTITY_SOURCES",

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from functools import partial
 from typing import Any
 
-from .. import serverless
-from ..identity import bind_user
+from segment_exposure.identity.user import bind_user
+from segment_exposure.tracking import serverless
+
 from ._common import field, make_user, missing_framework
 from ._request import DEFAULT_IDENTITY_SOURCES, RequestIdentity, valid_sources
 
@@ -216,7 +217,7 @@ def _default_identify(middleware: SegmentExposureMiddleware, connection: HTTPCon
 
 
 def _logged_in_user_id(connection: HTTPConnection, attribute: str) -> str | None:
-    from ..ids import as_id
+    from segment_exposure.identity.ids import as_id
 
     user = connection.scope.get("user")  # set by Starlette's AuthenticationMiddleware, when present
     if user is None or not getattr(user, "is_authenticated", False):

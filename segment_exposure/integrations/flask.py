@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..identity import bind_user
-from ..provider import SegmentExposureTrackingProvider
-from ..serverless import flush_each_request, flush_request, lambda_context
+from segment_exposure.identity.user import bind_user
+from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
+from segment_exposure.tracking.serverless import flush_each_request, flush_request, lambda_context
+
 from ._common import (
     DEVICE_ID_COOKIE_MAX_AGE,
     USER_ID_ATTRIBUTES,

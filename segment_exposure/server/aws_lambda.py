@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from segment_exposure.destination import AmplitudeExposureDestination
+from segment_exposure.delivery.destination import AmplitudeExposureDestination
 
 from .settings import ENVIRONMENT, ConfigError, ServerSettings
 from .webhook import WebhookHandler, WebhookResponse, error_response

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from segment_exposure.destination import DEFAULT_DEADLINE, AmplitudeExposureDestination
-from segment_exposure.translate import DEFAULT_EXPOSURE_EVENTS
+from segment_exposure.delivery.destination import DEFAULT_DEADLINE, AmplitudeExposureDestination
+from segment_exposure.delivery.translate import DEFAULT_EXPOSURE_EVENTS
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import provider as _provider
+from segment_exposure.tracking import provider as _provider
 
 __all__ = ["CapturedExposures", "InMemorySegmentClient", "capture_exposures"]
 

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from ..destination import AmplitudeExposureDestination
-from ..provider import SegmentExposureTrackingProvider
+from segment_exposure.delivery.destination import AmplitudeExposureDestination
+from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
+
 from .amplitude_emulator import AmplitudeEmulator
 from .collector import SegmentCollector
 from .flag_server import FlagConfigServer, demo_flags

@@ -19,8 +19,9 @@ from django.conf import settings  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
 
-from ...provider import SegmentExposureTrackingProvider
-from ...serverless import detect_platform, flush_each_request
+from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
+from segment_exposure.tracking.serverless import detect_platform, flush_each_request
+
 from .._common import (
     USER_ID_ATTRIBUTES,
     Problem,

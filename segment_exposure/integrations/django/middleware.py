@@ -12,8 +12,9 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 
-from ...identity import bind_user
-from ...serverless import flush_request, flush_request_async, lambda_context
+from segment_exposure.identity.user import bind_user
+from segment_exposure.tracking.serverless import flush_request, flush_request_async, lambda_context
+
 from .._common import DEVICE_ID_COOKIE_MAX_AGE, as_id, identify_safely, log, make_user, new_device_id
 from .apps import Conf, conf, get_provider
 

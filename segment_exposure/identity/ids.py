@@ -37,7 +37,9 @@ def browser_id(value: object) -> tuple[str | None, str | None]:
         return None, "control characters or surrounding whitespace"
     if "\ufffd" in value:
         return None, "a replacement character: bytes that were not text, decoded anyway"
-    from .translate import id_problem  # Amplitude's own rules: the invalid-id list, the minimum length
+    from segment_exposure.delivery.translate import (
+        id_problem,  # Amplitude's own rules: the invalid-id list, the minimum length
+    )
 
     problem = id_problem(value)
     if problem is not None:

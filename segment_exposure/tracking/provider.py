@@ -22,15 +22,14 @@ from datetime import datetime, timezone
 from time import time as _time
 from typing import Any
 
-from . import deployment, segment_client
-from .dedupe import _UNSET, Decision, DedupeCache, dedupe_key
-from .exposure import EXPOSURE_EVENT, Exposure
-from .identity import _bound, _request_context, context_from_user
-from .ids import as_id
-from .invocation_batch import InvocationBatch
-from .message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
-from .serverless import detect_platform
-from .stats import ProviderStats
+from segment_exposure.exposure import EXPOSURE_EVENT, Exposure
+from segment_exposure.identity.ids import as_id
+from segment_exposure.identity.user import _bound, _request_context, context_from_user
+from segment_exposure.tracking import deployment, segment_client
+from segment_exposure.tracking.dedupe import _UNSET, Decision, DedupeCache, dedupe_key
+from segment_exposure.tracking.invocation_batch import InvocationBatch
+from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
+from segment_exposure.tracking.stats import ProviderStats
 
 __all__ = ["SegmentExposureTrackingProvider"]
 
@@ -166,7 +165,7 @@ class SegmentExposureTrackingProvider:
         self._integrations = dict(integrations) if integrations else None
         self._stats = ProviderStats()
         self._count_deduplicated = self._stats.deduplicated.incr_one
-        self._unflushed_platform = detect_platform()
+        self._unflushed_platform = deployment.detect_platform()
         self._init_runtime()
         problem = deployment.threads_unavailable()
         if problem is not None:

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any
 
-from .browser_cookies import from_cookies
-from .ids import as_id
+from segment_exposure.identity.browser_cookies import from_cookies
+from segment_exposure.identity.ids import as_id
 
 __all__ = [
     "Identity",

@@ -13,11 +13,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
+    "PLATFORM_VARIABLES",
     "THREADS_DISABLED",
+    "detect_platform",
     "on_pool_process_exit",
     "stop_skips_exit_hooks",
     "threads_unavailable",
@@ -25,6 +27,24 @@ __all__ = [
 ]
 
 log = logging.getLogger("segment_exposure")
+
+#: Environment variables each platform sets, checked in this order.
+PLATFORM_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("AWS_LAMBDA_FUNCTION_NAME", "AWS Lambda"),
+    ("FUNCTION_TARGET", "Google Cloud Functions"),  # every Python runtime, gen1 and gen2
+    ("FUNCTION_NAME", "Google Cloud Functions"),  # the oldest (Python 3.7) runtime
+    ("K_SERVICE", "Google Cloud Run"),  # Cloud Run, and Cloud Functions gen2 (set with FUNCTION_TARGET)
+)
+
+
+def detect_platform(environ: Mapping[str, str] | None = None) -> str | None:
+    """The serverless platform this process runs on, from its environment; None elsewhere."""
+    env = os.environ if environ is None else environ
+    for variable, platform in PLATFORM_VARIABLES:
+        if env.get(variable):
+            return platform
+    return None
+
 
 #: The drop reason for exposures that cannot be sent because the server gives Python no threads.
 THREADS_DISABLED = "threads_disabled"

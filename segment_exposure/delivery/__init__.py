@@ -1,0 +1,1 @@
+"""Exposures from Segment to Amplitude: translation, the destination and the Amplitude HTTP client."""
