@@ -25,7 +25,8 @@ from typing import Any
 
 import requests
 
-from segment_exposure.delivery.amplitude import AmplitudeClient, _Send
+from segment_exposure.delivery.amplitude import AmplitudeClient
+from segment_exposure.delivery.send_scheduler import Send
 from segment_exposure.delivery.translate import to_amplitude_event
 
 from .common import Result, spread
@@ -541,7 +542,7 @@ def _peer_clean(host: ServerHost, events: list[dict[str, Any]], flush_queue_size
 
 def _ceiling_bodies(client: AmplitudeClient, events: list[dict[str, Any]]) -> list[bytes]:
     """The request bodies our client would send for ``events`` (same packing), encoded in advance."""
-    run = _Send(client, events, math.inf)
+    run = Send(client, events, math.inf)
     while run._produce():
         pass
     return [client._body([run.encoded[i] for i in chunk]) for chunk in run.ready]

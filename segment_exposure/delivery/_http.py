@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
 
-__all__ = ["HttpFailure", "HttpTimeout", "Poster", "Reply", "RequestsPoster", "Urllib3Poster"]
+__all__ = ["HttpFailure", "HttpTimeout", "Poster", "Reply", "RequestsPoster", "Urllib3Poster", "redact_url"]
 
 
 class HttpTimeout(Exception):
@@ -101,3 +102,12 @@ class RequestsPoster:
 
     def close(self) -> None:
         """The session is the caller's: it stays open."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info, so credentials in an endpoint never reach a log or a repr."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,512 @@
+"""One :meth:`AmplitudeClient.send <segment_exposure.delivery.amplitude.AmplitudeClient.send>`: packing
+events into requests, keeping several in flight, and acting on each answer until every event has an outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from segment_exposure.delivery._http import redact_url
+from segment_exposure.delivery.answers import rejected_by_400, sort_throttled
+from segment_exposure.delivery.outcomes import (
+    _CLOSED_BEFORE_RETRY,
+    _DELIVERED,
+    _THROTTLED_PAST_DEADLINE,
+    EventOutcome,
+    Status,
+    _Reply,
+    _Transient,
+)
+
+if TYPE_CHECKING:  # annotations only: the client imports this module
+    from segment_exposure.delivery.amplitude import AmplitudeClient
+
+__all__ = ["Send"]
+
+logger = logging.getLogger("segment_exposure")
+
+
+@dataclass(slots=True)
+class _Held:
+    """Throttled events waiting for ``not_before`` (a ``time.monotonic()`` value)."""
+
+    not_before: float
+    indices: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    """One request's events and body; after a transient failure, when it may be retried and why it failed.
+
+    The body is kept for every retry, so a retry carries the same ``insert_id`` values.
+    """
+
+    chunk: list[int]
+    body: bytes
+    attempts: int = 0
+    not_before: float = 0.0
+    failure: _Transient | None = None
+
+
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _compact_dumps() -> Any:
+    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``, with C's encoder
+    made once per send rather than once per event as ``JSONEncoder.encode`` does (a fifth of the cost of
+    encoding a small event). Without the circular-reference check: a cycle raises ``RecursionError``."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    basestring = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or basestring is None:  # no C accelerator (e.g. PyPy)
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan)
+    encode = make(None, _not_serializable, basestring, None, ":", ",", False, False, False)
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+class Send:
+    """The state of one :meth:`AmplitudeClient.send`.
+
+    Events wait in ``ready`` (chunks to send now, in order), ``held`` (throttled events, until their time) or
+    ``retries`` (requests that failed transiently, until their time).
+    """
+
+    def __init__(self, client: AmplitudeClient, events: Sequence[Mapping[str, Any]], end: float) -> None:
+        self.client = client
+        self.events = events
+        self.end = end
+        self.requests = 0
+        self.outcomes: list[EventOutcome | None] = [None] * len(events)
+        self.encoded: list[bytes] = [b""] * len(events)
+        self.holds = [0] * len(events)
+        self.held: list[_Held] = []
+        self.max_events = client.limits.max_events
+        self.max_bytes = client.limits.max_bytes
+        self.overhead = len(client._head) + len(client._tail)
+        self.ready: deque[list[int]] = deque()
+        self.retries: list[_Request] = []
+        self.answered = False  # Amplitude gave a definitive answer (2xx or 4xx) in this send
+        self.failures = 0  # transient failures since Amplitude last answered
+        self.stopped = False  # the send gave up: nothing more is sent
+        self.fan_out = False  # more than one request may fly: Amplitude answered, and not with a 413
+        self.stop_code = ""
+        self.stop_reason = ""
+        # Events are encoded and packed a request at a time, as requests are needed, so the first request
+        # leaves at once and the rest are encoded while it is in flight.
+        self.cursor = 0  # the next event to encode
+        self.carry: int | None = None  # encoded, did not fit the last chunk: starts the next one
+        self.dumps = _compact_dumps()
+
+    # Outcomes ---------------------------------------------------------------------------------------
+
+    def _set(self, indices: Sequence[int], outcome: EventOutcome) -> None:
+        for i in indices:
+            if self.outcomes[i] is None:
+                self.outcomes[i] = outcome
+
+    def _retry_later_everything(self, code: str, reason: str) -> None:
+        """Stop sending: mark everything not finished as retry later.
+
+        Held events keep their own reason, and requests waiting for a retry the failure they had (or
+        ``closed``, as if the retry had been tried). Requests in flight are counted when they come back.
+        """
+        if not self.stopped:
+            self.stopped = True
+            self.stop_code, self.stop_reason = code, reason
+        while self._produce():  # events not encoded yet: rejected if they cannot be sent, else these
+            pass
+        while self.ready:
+            self._set(self.ready.popleft(), EventOutcome(Status.RETRY_LATER, code, reason))
+        for request in self.retries:
+            if code == "closed":
+                outcome = EventOutcome(Status.RETRY_LATER, code, _CLOSED_BEFORE_RETRY)
+            else:
+                failure = request.failure or _Transient(code, reason)
+                outcome = EventOutcome(
+                    Status.RETRY_LATER, failure.code, f"{failure.reason}; retry later with the same insert_id"
+                )
+            self._set(request.chunk, outcome)
+        self.retries.clear()
+        self._release_held_as_retry_later()
+
+    def _release_held_as_retry_later(self) -> None:
+        for held in self.held:
+            self._set(held.indices, _THROTTLED_PAST_DEADLINE)
+        self.held.clear()
+
+    def finish(self) -> list[EventOutcome]:
+        lost = EventOutcome(Status.RETRY_LATER, "internal", "not sent (internal error); retry later")
+        return [o if o is not None else lost for o in self.outcomes]
+
+    # Packing ----------------------------------------------------------------------------------------
+
+    def _pack(self, indices: Sequence[int]) -> list[list[int]]:
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        empty = self.overhead - 1  # every event adds its bytes and a comma, but n events have n - 1 commas
+        size = empty
+        max_events, max_bytes = self.max_events, self.max_bytes
+        encoded = self.encoded
+        for i in indices:
+            add = len(encoded[i]) + 1
+            if current and (len(current) >= max_events or size + add > max_bytes):
+                chunks.append(current)
+                current = []
+                size = empty
+            current.append(i)
+            size += add
+        if current:
+            chunks.append(current)
+        return chunks
+
+    @property
+    def more(self) -> bool:
+        """Whether events remain to be encoded and packed."""
+        return self.carry is not None or self.cursor < len(self.events)
+
+    def _encode_one(self, i: int) -> bool:
+        """Encode event ``i`` once; an event no request could hold is rejected here (False)."""
+        try:
+            data = self.dumps(self.events[i]).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            self.outcomes[i] = EventOutcome(
+                Status.REJECTED,
+                "not_json",
+                f"the event cannot be sent as JSON ({exc}); only JSON values, no NaN or Infinity",
+            )
+            return False
+        if not data.startswith(b"{"):
+            self.outcomes[i] = EventOutcome(
+                Status.REJECTED,
+                "not_json",
+                "the event is not a JSON object; Amplitude events are objects",
+            )
+            return False
+        max_bytes = self.client.limits.max_bytes
+        if len(data) > max_bytes - self.overhead:
+            self.outcomes[i] = EventOutcome(
+                Status.REJECTED,
+                "too_large",
+                f"the event is {len(data)} bytes of JSON, more than one {self.client.api} request may "
+                f"hold ({max_bytes} bytes); shrink its properties",
+            )
+            return False
+        self.encoded[i] = data
+        return True
+
+    def _produce(self) -> bool:
+        """Encode the next events into one more chunk in ``ready`` (packed as :meth:`_pack` would);
+        False when there was nothing left to encode."""
+        chunk: list[int] = []
+        size = self.overhead - 1
+        max_events, max_bytes = self.max_events, self.max_bytes
+        if self.carry is not None:
+            chunk.append(self.carry)
+            size += len(self.encoded[self.carry]) + 1
+            self.carry = None
+        events = len(self.events)
+        while self.cursor < events:
+            i = self.cursor
+            self.cursor += 1
+            if not self._encode_one(i):
+                continue
+            add = len(self.encoded[i]) + 1
+            if chunk and (len(chunk) >= max_events or size + add > max_bytes):
+                self.carry = i
+                break
+            chunk.append(i)
+            size += add
+        if chunk:
+            self.ready.append(chunk)
+            return True
+        return False
+
+    # The loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        client = self.client
+        in_flight: dict[Future[_Reply], _Request] = {}
+        while self.ready or self.held or self.retries or in_flight or self.more:
+            now = time.monotonic()
+            if not self.stopped:
+                if client._closed.is_set():
+                    self._retry_later_everything("closed", "the client was closed; retry later")
+                elif now >= self.end:
+                    self._retry_later_everything(
+                        "deadline", "the deadline passed before this event was sent; retry later"
+                    )
+            if self.stopped:
+                # Nothing new goes out; what is in flight is still counted when it comes back.
+                self._retry_later_everything(self.stop_code, self.stop_reason)
+                if in_flight:
+                    self._collect(in_flight, None)
+                continue
+            launch = self._launchable(now, len(in_flight))
+            alone = not self.ready and not self.more
+            if len(launch) == 1 and not in_flight and (alone or client.max_in_flight == 1):
+                self._send(launch[0])  # a lone request: on this thread, no hand-over to the pool
+                continue
+            for request in launch:
+                request.attempts += 1
+                self.requests += 1
+                try:
+                    future = client._submit(request.body, self.end)
+                except RuntimeError:  # closed meanwhile
+                    self._failed(request, _Transient("closed", "the client was closed"))
+                    continue
+                in_flight[future] = request
+            if in_flight and self.more:
+                # Encode the next request while these fly, then take in what came back meanwhile.
+                self._produce()
+                self._collect(in_flight, 0)
+                continue
+            wake = min([r.not_before for r in self.retries] + [h.not_before for h in self.held], default=None)
+            if in_flight:
+                # Until the first one comes back, or a retry or hold falls due (if any can start then).
+                timeout = None if wake is None or wake <= now else min(wake, self.end) - now
+                self._collect(in_flight, timeout)
+            elif not launch and wake is not None:
+                # Nothing may go now: sleep until the first retry or hold is due.
+                if wake >= self.end:
+                    # Only holds can end there: a retry is scheduled only if it starts before the deadline.
+                    self._release_held_as_retry_later()
+                else:
+                    client._sleep(wake - now)
+
+    def _launchable(self, now: float, flying: int) -> list[_Request]:
+        """The requests to start now: at most ``max_in_flight`` fly (one while Amplitude looks down)."""
+        limit = self.client.max_in_flight
+        launch: list[_Request] = []
+        while flying + len(launch) < limit:
+            if (not self.fan_out or self.failures >= 2) and (flying or launch):
+                # Until Amplitude has answered in this send, or while it looks down, one request probes it
+                # for all: a wrong key or a smaller size limit is learnt from one request, not eight.
+                break
+            request = self._next(now)
+            if request is None:
+                break
+            launch.append(request)
+        return launch
+
+    def _collect(self, in_flight: dict[Future[_Reply], _Request], timeout: float | None) -> None:
+        """Wait (up to ``timeout``) for requests in flight and act on those that came back."""
+        done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            request = in_flight.pop(future)
+            try:
+                reply = future.result()
+            except _Transient as exc:
+                self._failed(request, exc)
+                continue
+            except Exception as exc:  # e.g. the pool shut down by close(): never lose the events
+                self._failed(request, _Transient("closed", f"not sent ({type(exc).__name__})"))
+                continue
+            self.answered = True
+            self.failures = 0
+            self._answer(request.chunk, reply)
+
+    def _next(self, now: float) -> _Request | None:
+        """The request to make now: a retry that is due, else the next ready chunk, else None.
+
+        While a retry is pending after one failure before Amplitude has answered in this send, or two
+        failures in a row after it has, new chunks wait: Amplitude looks down, and the retry probes it.
+        """
+        if self.held and any(h.not_before <= now for h in self.held):
+            due = [h for h in self.held if h.not_before <= now]
+            self.held = [h for h in self.held if h.not_before > now]
+            for h in due:
+                self.ready.extend(self._pack(h.indices))
+        if self.retries:
+            request = min(self.retries, key=lambda r: r.not_before)
+            if request.not_before <= now:
+                self.retries.remove(request)
+                return request
+            if self.failures >= (2 if self.answered else 1):
+                return None
+        if not self.ready and not self._produce():
+            return None
+        chunk = self.ready.popleft()
+        if len(chunk) > self.max_events or self._size(chunk) > self.max_bytes:
+            # Packed before a 413 taught us a smaller limit: repack to the limit we know now.
+            self.ready.extendleft(reversed(self._pack(chunk)))
+            chunk = self.ready.popleft()
+        return _Request(chunk, self.client._body([self.encoded[i] for i in chunk]))
+
+    def _send(self, request: _Request) -> None:
+        """Make one request on this thread and act on the answer."""
+        request.attempts += 1
+        self.requests += 1
+        try:
+            reply = self.client._post(request.body, self.end)
+        except _Transient as exc:
+            self._failed(request, exc)
+            return
+        self.answered = True
+        self.failures = 0
+        self._answer(request.chunk, reply)
+
+    def _failed(self, request: _Request, exc: _Transient) -> None:
+        """Schedule a retry after a backoff (at least ``Retry-After``), unless the attempts or the deadline
+        ran out or we were closed.
+
+        Giving up on one request ends the send: Amplitude has been failing all that time.
+        """
+        self.failures += 1
+        client = self.client
+        wait_for = max(client._backoff(request.attempts), exc.retry_after or 0.0)
+        not_before = time.monotonic() + wait_for
+        if (
+            self.stopped
+            or request.attempts >= client.max_attempts
+            or client._closed.is_set()
+            or not_before >= self.end
+        ):
+            reason = f"{exc.reason}; retry later with the same insert_id"
+            self._set(request.chunk, EventOutcome(Status.RETRY_LATER, exc.code, reason))
+            self._retry_later_everything(exc.code, f"not sent: {exc.reason}; retry later")
+            return
+        logger.info(
+            "Amplitude request of %d events failed (attempt %d): %s; retrying in %.2f s",
+            len(request.chunk),
+            request.attempts,
+            exc,
+            wait_for,
+        )
+        request.not_before = not_before
+        request.failure = exc
+        self.retries.append(request)
+
+    def _answer(self, chunk: list[int], reply: _Reply) -> None:
+        status = reply.status
+        # After a 413, one request at a time again until the smaller size is known to pass.
+        self.fan_out = status != 413
+        if 200 <= status < 300:
+            self._set(chunk, _DELIVERED)
+        elif status == 413:
+            self._split(chunk)
+        elif status == 429:
+            self._throttled(chunk, reply)
+        elif status == 400 and self._index_maps(chunk, reply.body):
+            rest = [i for i in chunk if self.outcomes[i] is None]
+            if rest:
+                self.ready.appendleft(rest)  # at once: loop, since a map may name only the first bad event
+        else:
+            self._configuration_error(chunk, reply)
+
+    def _size(self, chunk: list[int]) -> int:
+        """Bytes of the request body for ``chunk`` before compression."""
+        return self.overhead + sum(len(self.encoded[i]) for i in chunk) + len(chunk) - 1
+
+    def _split(self, chunk: list[int]) -> None:
+        if len(chunk) == 1:
+            self._set(
+                chunk,
+                EventOutcome(
+                    Status.REJECTED,
+                    "too_large",
+                    f"Amplitude answered 413 (payload too large) for this event alone "
+                    f"({len(self.encoded[chunk[0]])} bytes of JSON); shrink its properties",
+                ),
+            )
+            return
+        half = (len(chunk) + 1) // 2
+        # Learn from it: later requests of this send are packed at most half as large.
+        self.max_events = max(1, min(self.max_events, half))
+        self.max_bytes = min(self.max_bytes, max(self._size(chunk[:half]), self._size(chunk[half:])))
+        self.ready.appendleft(chunk[half:])
+        self.ready.appendleft(chunk[:half])
+        logger.info("Amplitude answered 413 for %d events; splitting into halves", len(chunk))
+
+    def _throttled(self, chunk: list[int], reply: _Reply) -> None:
+        body = reply.body
+        now_ok, hold, quota = sort_throttled(chunk, self.events, body)
+        if quota:
+            self._set(
+                quota,
+                EventOutcome(
+                    Status.RETRY_LATER,
+                    "daily_quota",
+                    "Amplitude's daily event quota for this user or device is used up (HTTP 429); "
+                    "retry later with the same insert_id",
+                ),
+            )
+        wait = max(self.client.throttle_wait, reply.retry_after or 0.0)
+        not_before = time.monotonic() + wait
+        keep: list[int] = []
+        for i in hold:
+            self.holds[i] += 1
+            if self.holds[i] > self.client.max_throttle_holds:
+                self._set(
+                    [i],
+                    EventOutcome(
+                        Status.RETRY_LATER,
+                        "throttled",
+                        f"Amplitude throttled this event {self.holds[i]} times (HTTP 429); retry later",
+                    ),
+                )
+            else:
+                keep.append(i)
+        if keep:
+            if not_before >= self.end:
+                self._set(keep, _THROTTLED_PAST_DEADLINE)
+            else:
+                self.held.append(_Held(not_before, keep))
+        if now_ok:
+            self.ready.appendleft(now_ok)
+        logger.info(
+            "Amplitude throttled %d of %d events (429); holding them %.1f s, %d over daily quota",
+            len(hold),
+            len(chunk),
+            wait,
+            len(quota),
+        )
+
+    def _index_maps(self, chunk: list[int], body: dict[str, Any]) -> int:
+        """Reject the events a 400 names; returns how many of this chunk's events were named."""
+        error = self.client._redact(str(body.get("error", "")))[:200]
+        named = rejected_by_400(chunk, self.events, body, error)
+        for pos, outcome in named.items():
+            self._set([chunk[pos]], outcome)
+        return len(named)
+
+    def _configuration_error(self, chunk: list[int], reply: _Reply) -> None:
+        client = self.client
+        body = reply.body
+        detail = client._redact(str(body.get("error", "")))[:200]
+        missing = body.get("missing_field")
+        if missing:
+            detail += f" (missing field {client._redact(str(missing))[:50]})"
+        pending = (
+            len(chunk)
+            + sum(len(c) for c in self.ready)
+            + sum(len(h.indices) for h in self.held)
+            + sum(len(r.chunk) for r in self.retries)
+            + len(self.events)
+            - self.cursor
+        )
+        logger.error(
+            "Amplitude refused the request (HTTP %d: %s): check the API key, the region and the endpoint "
+            "(%s); %d events kept as retry later, none dropped",
+            reply.status,
+            detail,
+            redact_url(client.endpoint),
+            pending,
+        )
+        reason = (
+            f"configuration error: Amplitude answered HTTP {reply.status} ({detail}); check the API key, "
+            "region and endpoint, then retry"
+        )
+        self._set(chunk, EventOutcome(Status.RETRY_LATER, "configuration", reason))
+        self._retry_later_everything("configuration", reason)
