@@ -8,12 +8,23 @@ raises. The JavaScript Segment Function has the same readers; the golden vectors
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["MAX_DATE_MS", "js_string", "read_number", "read_session_id", "read_string", "read_time_ms"]
+__all__ = [
+    "MAX_DATE_MS",
+    "js_string",
+    "kind_of",
+    "parse_time_ms",
+    "read_number",
+    "read_session_id",
+    "read_string",
+    "read_time_ms",
+    "show",
+]
 
 #: JavaScript's Date range (8.64e15 ms either side of 1970); beyond it Segment reads no date.
 MAX_DATE_MS = 8_640_000_000_000_000
@@ -229,3 +240,117 @@ def read_session_id(value: Any) -> int | None:
     if cls is int or cls is float:
         return read_time_ms(value)
     return None
+
+
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def show(value: Any) -> str:
+    """A value as JSON (the sender's language) for error messages, cut so it cannot flood the logs."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    except RecursionError:
+        text = f"{kind_of(value)} nested too deeply to show"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def kind_of(value: Any) -> str:
+    """The JSON name of a value's type, for messages read by people who write JSON, not Python."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def parse_time_ms(value: str) -> int:
+    """Epoch milliseconds of an ISO 8601 / RFC 3339 date-time with a zone; raises ``ValueError``.
+
+    Accepted: ``YYYY-MM-DDTHH:MM:SS`` (``T``, ``t`` or a space), an optional fraction of any number of
+    digits after ``.`` or ``,`` (cut, not rounded, to milliseconds, as JavaScript's ``Date`` does), then
+    ``Z``/``z`` or an offset ``+HH:MM``, ``+HHMM`` or ``+HH``. A time without a zone is refused: Segment
+    always sends one, and guessing local time is how exposures land on the wrong day. Hand-written because
+    it runs for every event and ``datetime.fromisoformat`` in 3.10 rejects ``Z`` and long fractions.
+    """
+    if value.__class__ is not str:
+        raise ValueError(f"expected an ISO 8601 string, got {kind_of(value)}")
+    s = value
+    n = len(s)
+    if (
+        n < 20
+        or s[4] != "-"
+        or s[7] != "-"
+        or s[10] not in "Tt "
+        or s[13] != ":"
+        or s[16] != ":"
+        or not s.isascii()
+    ):
+        raise ValueError(f"{show(value)} is not YYYY-MM-DDTHH:MM:SS followed by Z or an offset")
+    digits = s[0:4] + s[5:7] + s[8:10] + s[11:13] + s[14:16] + s[17:19]
+    if not digits.isdigit():
+        raise ValueError(f"{show(value)} has a non-digit in its date or time")
+    rest_digits, second = divmod(int(digits), 100)
+    rest_digits, minute = divmod(rest_digits, 100)
+    rest_digits, hour = divmod(rest_digits, 100)
+    rest_digits, day = divmod(rest_digits, 100)
+    year, month = divmod(rest_digits, 100)
+
+    rest = s[19:]
+    millis = 0
+    if rest[0] in ".,":
+        last = rest[-1]
+        if last in "Zz":
+            cut = len(rest) - 1
+        else:
+            cut = max(rest.rfind("+"), rest.rfind("-"))
+            if cut < 0:
+                raise ValueError(f"{show(value)} has no zone: add Z (UTC) or an offset such as +02:00")
+        fraction = rest[1:cut]
+        if not fraction.isdigit():
+            raise ValueError(f"{show(value)} has a malformed fraction of a second")
+        millis = int((fraction + "00")[:3])
+        rest = rest[cut:]
+
+    offset_minutes = 0
+    if rest == "Z" or rest == "z":
+        pass
+    elif rest and rest[0] in "+-":
+        zone = rest[1:]
+        if len(zone) == 5 and zone[2] == ":":
+            zone = zone[:2] + zone[3:]
+        if len(zone) == 2:
+            zone += "00"
+        if len(zone) != 4 or not zone.isdigit():
+            raise ValueError(f"{show(value)} has a malformed offset: use Z, +HH:MM, +HHMM or +HH")
+        off_h = int(zone[:2])
+        off_m = int(zone[2:])
+        if off_h > 23 or off_m > 59:
+            raise ValueError(f"{show(value)} has an offset out of range")
+        offset_minutes = off_h * 60 + off_m
+        if rest[0] == "-":
+            offset_minutes = -offset_minutes
+    elif not rest:
+        raise ValueError(f"{show(value)} has no zone: add Z (UTC) or an offset such as +02:00")
+    else:
+        raise ValueError(f"{show(value)} has unexpected text after the seconds")
+
+    if year < 1 or not 1 <= month <= 12:
+        raise ValueError(f"{show(value)} has a year or month out of range")
+    dim = _DAYS_IN_MONTH[month]
+    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        dim = 29
+    if not 1 <= day <= dim or hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f"{show(value)} has a day, hour, minute or second out of range")
+
+    days = _days_from_civil(year, month, day)
+    return (((days * 24 + hour) * 60 + minute - offset_minutes) * 60 + second) * 1000 + millis

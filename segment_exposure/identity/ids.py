@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import uuid
 
+from segment_exposure.delivery.id_rules import id_problem  # Amplitude's own rules
+
 __all__ = ["MAX_ID_LENGTH", "as_id", "browser_id"]
 
 #: Longer ids from a request are ignored: no real SDK makes them, and they would bloat every message.
@@ -37,10 +39,6 @@ def browser_id(value: object) -> tuple[str | None, str | None]:
         return None, "control characters or surrounding whitespace"
     if "\ufffd" in value:
         return None, "a replacement character: bytes that were not text, decoded anyway"
-    from segment_exposure.delivery.translate import (
-        id_problem,  # Amplitude's own rules: the invalid-id list, the minimum length
-    )
-
     problem = id_problem(value)
     if problem is not None:
         return None, "refused by Amplitude"

@@ -56,7 +56,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from segment_exposure.delivery.translate import INVALID_IDS
+from segment_exposure.delivery.id_rules import INVALID_IDS
 
 __all__ = ["FAULTS", "AmplitudeEmulator", "RecordedRequest"]
 

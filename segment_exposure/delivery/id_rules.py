@@ -1,0 +1,71 @@
+"""Amplitude's rules for user and device ids: the invalid-id list and the minimum length.
+
+One place, so the translator, the id normalisation of the tracking side, ``doctor`` and the local
+Amplitude emulator refuse exactly the ids Amplitude refuses.
+"""
+
+from __future__ import annotations
+
+from segment_exposure.delivery.coerce import show
+from segment_exposure.delivery.errors import ValidationError
+
+__all__ = ["DEFAULT_MIN_ID_LENGTH", "INVALID_IDS", "id_problem", "validate_id"]
+
+#: Amplitude's minimum id length when the request carries no ``options.min_id_length``.
+DEFAULT_MIN_ID_LENGTH = 5
+
+#: Ids Amplitude refuses, whatever ``min_id_length`` says (compare lower-cased).
+INVALID_IDS: frozenset[str] = frozenset(
+    {
+        "anonymous",
+        "nil",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "undefined",
+        "unknown",
+        "",
+        "00000000-0000-0000-0000-000000000000",
+        "{}",
+        "lmy47d",
+        "0",
+        "-1",
+    }
+)
+
+
+def _check_min_id_length(min_id_length: int | None) -> int:
+    """The effective minimum; a bad setting is the caller's bug, so ``ValueError``, not an event error."""
+    if min_id_length is None:
+        return DEFAULT_MIN_ID_LENGTH
+    if min_id_length.__class__ is not int or min_id_length < 1:
+        raise ValueError(f"min_id_length must be a positive int or None, got {min_id_length!r}")
+    return min_id_length
+
+
+def id_problem(value: str, *, min_id_length: int | None = None) -> str | None:
+    """Why Amplitude would reject ``value`` as a user or device id, or ``None`` when it is fine."""
+    return _id_problem(value, _check_min_id_length(min_id_length))
+
+
+def _id_problem(value: str, minimum: int) -> str | None:
+    if value.lower() in INVALID_IDS:
+        return (
+            f"{show(value)} is on Amplitude's list of invalid ids (anonymous, null, unknown, 0, -1, ...); "
+            "send the real id, or leave the field out"
+        )
+    if len(value) < minimum:
+        return (
+            f"{show(value)} has {len(value)} characters, fewer than Amplitude's minimum of {minimum}; "
+            "use longer ids, or set min_id_length (Amplitude's options.min_id_length) to accept shorter ones"
+        )
+    return None
+
+
+def validate_id(value: str, *, field: str = "user_id", min_id_length: int | None = None) -> str:
+    """Return ``value`` if Amplitude accepts it as an id, else raise ``ValidationError`` naming ``field``."""
+    problem = id_problem(value, min_id_length=min_id_length)
+    if problem is not None:
+        raise ValidationError(f"{field} {problem}")
+    return value
