@@ -18,18 +18,17 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from time import time as _time
 from typing import Any
 
-from segment_exposure.exposure import EXPOSURE_EVENT, Exposure
+from segment_exposure.exposure import Exposure
 from segment_exposure.identity.ids import as_id
-from segment_exposure.identity.user import _bound, _request_context, context_from_user
+from segment_exposure.identity.user import _bound, _request_context
 from segment_exposure.tracking import deployment, segment_client
 from segment_exposure.tracking.dedupe import _UNSET, Decision, DedupeCache, dedupe_key
-from segment_exposure.tracking.invocation_batch import InvocationBatch
-from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX, exposure_message_id, hash_key
+from segment_exposure.tracking.message_id import hash_key
 from segment_exposure.tracking.stats import ProviderStats
+from segment_exposure.tracking.worker import _MAX_MESSAGE_BYTES, _STOP, ExposureWorker, _Pending
 
 __all__ = ["SegmentExposureTrackingProvider"]
 
@@ -38,9 +37,6 @@ log = logging.getLogger("segment_exposure")
 #: Segment rejects a message over 32 KB of JSON. Exposures whose own strings stay under this many
 #: characters cannot reach it, so only larger ones pay for an exact check on the caller's thread.
 _CHEAP_SIZE_BOUND = 4_000
-_MAX_MESSAGE_BYTES = 32 << 10
-
-_STOP = object()
 
 # Active capture_exposures() blocks (segment_exposure.testing); checked once per accepted exposure.
 _captures: list[Any] = []
@@ -76,40 +72,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _json_safe(value: Mapping[str, Any]) -> Any:
-    """Plain JSON data for ``value``: other objects as text, NaN and infinities as null.
-
-    Messages go onto Segment's queue without its cleaning step, and its consumer thread silently loses
-    (and never marks done) a message it cannot encode; the real API refuses NaN.
-    """
-    return json.loads(json.dumps(dict(value), default=str), parse_constant=lambda _: None)
-
-
-class _Pending:
-    """An accepted exposure waiting for the worker thread."""
-
-    __slots__ = ("decision", "device_id", "exposure", "now", "request_context", "user", "user_id")
-
-    def __init__(
-        self,
-        exposure: Exposure,
-        user: object,
-        user_id: str | None,
-        device_id: str | None,
-        now: float,
-        decision: Decision,
-        request_context: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.exposure = exposure
-        self.request_context = request_context
-        self.user = user
-        self.user_id = user_id
-        self.device_id = device_id
-        self.now = now
-        self.decision = decision
-
-
-class SegmentExposureTrackingProvider:
+class SegmentExposureTrackingProvider(ExposureWorker):
     """Sends Amplitude Experiment exposures as Segment ``$exposure`` track events.
 
     Give it a ``write_key`` (it then owns a Segment client) or an existing ``analytics`` client.
@@ -179,11 +142,6 @@ class SegmentExposureTrackingProvider:
             self._install_sigterm_flush()
 
     # -- lifecycle -----------------------------------------------------------------------------------
-
-    # Per-invocation delivery (segment_exposure.serverless): exposures held for the flushing thread to
-    # post, instead of Segment's consumer thread; and the serverless platform still to be warned about.
-    _invocation_batch: InvocationBatch | None = None
-    _unflushed_platform: str | None = None
 
     # Forked or closed: one attribute for track() to check instead of two.
     _unusual = False
@@ -406,19 +364,6 @@ class SegmentExposureTrackingProvider:
             self._notify_captures(pending)
         return True
 
-    def _settle(self, outcome: str, n: int = 1) -> None:
-        """Count the final outcome of ``n`` tracked exposures (``"delivered"`` or a drop reason).
-
-        After ``shutdown()`` has counted everything unsettled as ``shutdown``, later outcomes are not
-        counted again: every tracked exposure is counted exactly once.
-        """
-        counter = self._stats.delivered if outcome == "delivered" else self._stats.dropped[outcome]
-        with self._settle_lock:
-            if self._final:
-                return
-            counter.incr(n)
-            self._settled += n
-
     def _drop(self, reason: str, exposure: object) -> bool:
         self._stats.dropped[reason].incr()
         if log.isEnabledFor(logging.DEBUG):
@@ -428,7 +373,6 @@ class SegmentExposureTrackingProvider:
     def _too_large(
         self, exposure: Exposure, user: object, user_id: str | None, device_id: str | None
     ) -> bool:
-        import json
 
         message = self.build_message(
             _Pending(exposure, user, user_id, device_id, time.time(), Decision(True, 0, 0))
@@ -441,196 +385,7 @@ class SegmentExposureTrackingProvider:
         for capture in list(_captures):
             capture._record(self, message)
 
-    # -- the worker ----------------------------------------------------------------------------------
-
-    def build_message(self, pending: _Pending) -> dict[str, Any]:
-        """The keyword arguments for Segment's ``Client.track()`` for one accepted exposure."""
-        exposure = pending.exposure
-        properties = exposure.properties()
-        if self.include_metadata and exposure.metadata:
-            properties["metadata"] = _json_safe(exposure.metadata)
-        metadata = exposure.metadata
-        flag_version = metadata.get("flagVersion") if metadata else None
-        decision = pending.decision
-        message_id = exposure_message_id(
-            self._hash_key,
-            pending.user_id,
-            pending.device_id,
-            exposure.flag_key,
-            exposure.variant,
-            exposure.experiment_key,
-            flag_version,
-            decision.window,
-            decision.generation,
-        )
-        context = context_from_user(pending.user)
-        if pending.request_context:
-            for key, value in pending.request_context.items():
-                context.setdefault(key, value)  # the user's own fields win
-        message: dict[str, Any] = {
-            "event": EXPOSURE_EVENT,
-            "user_id": pending.user_id,
-            "anonymous_id": pending.device_id,
-            "properties": properties,
-            "context": context,
-            "timestamp": datetime.fromtimestamp(
-                (decision.at_ms or int(pending.now * 1000)) / 1000, timezone.utc
-            ),
-            "message_id": message_id,
-        }
-        if self._integrations:
-            message["integrations"] = dict(self._integrations)
-        return message
-
-    def _run(self) -> None:
-        q = self._queue
-        while True:
-            item = q.get()
-            if item is _STOP:
-                with self._idle:
-                    self._idle.notify_all()
-                return
-            try:
-                self._send(item)
-            except Exception:
-                log.exception("segment-exposure: unexpected error handing an exposure to Segment")
-                self._settle("error")
-            self._mark_processed()
-
-    def _mark_processed(self) -> None:
-        self._processed += 1
-        if self._queue.empty():
-            with self._idle:
-                self._idle.notify_all()
-
-    def _send(self, pending: _Pending) -> None:
-        if self._unflushed_platform is not None:
-            self._warn_unflushed_platform()
-        message = self.build_message(pending)
-        if self._direct:
-            self._send_direct(pending, segment_client.wire_message(message))
-            return
-        analytics = self._analytics
-        while True:
-            try:
-                ok, _ = analytics.track(**message)
-            except RuntimeError:
-                # Segment's 32 KB check, made on this thread rather than the caller's.
-                self._set_aside_too_large(pending)
-                return
-            except AssertionError as exc:
-                self._settle("invalid")
-                log.warning("segment-exposure: Segment's client rejected an exposure: %s", exc)
-                return
-            except Exception as exc:
-                if not self._synchronous:
-                    raise
-                # A synchronous client sends on this thread and raises when the upload fails.
-                self._settle("delivery_failed")
-                log.error("segment-exposure: Segment rejected an exposure: %s", exc)
-                return
-            if ok:
-                self._stats.enqueued.incr()
-                if self._synchronous:
-                    self._settle("delivered")  # an in-memory or synchronous client has delivered it
-                return
-            if not self._room_or_give_up():
-                return
-
-    def _send_direct(self, pending: _Pending, wire: dict[str, Any]) -> None:
-        # repr() is C-fast and never shorter than the message's characters; one JSON character costs at
-        # most 12 bytes (an escaped surrogate pair), so only a message near the limit pays for an exact check.
-        if len(repr(wire)) * 12 > _MAX_MESSAGE_BYTES and len(json.dumps(wire).encode()) > _MAX_MESSAGE_BYTES:
-            self._set_aside_too_large(pending)
-            return
-        batch = self._invocation_batch
-        if batch is not None:
-            batch.add(wire)
-        else:
-            while not segment_client.enqueue(self._analytics, wire):
-                if not self._room_or_give_up():
-                    return
-        self._stats.enqueued.incr()
-
-    def _set_aside_too_large(self, pending: _Pending) -> None:
-        self._settle("too_large")
-        log.warning(
-            "segment-exposure: exposure over Segment's 32 KB limit set aside (flag %r)",
-            pending.exposure.flag_key,
-        )
-
-    def _room_or_give_up(self) -> bool:
-        """Segment's queue is full: wait for room on this thread (never the caller's).
-
-        The provider's own bounded queue keeps absorbing meanwhile, and drops there are counted. Once
-        the provider is closed, giving up is counted by ``shutdown()``, not here.
-        """
-        if self._closed:
-            return False
-        if self._wait_for_room():
-            return True
-        self._settle("queue_full")
-        now = time.monotonic()
-        self._full_drops += 1
-        if now - self._full_warned >= 10.0:  # one line per 10 s, not one per exposure, in an outage
-            log.warning(
-                "segment-exposure: Segment's queue stayed full; %d exposure(s) set aside", self._full_drops
-            )
-            self._full_warned, self._full_drops = now, 0
-        return False
-
-    def _wait_for_room(self) -> bool:
-        q = getattr(self._analytics, "queue", None)
-        if not segment_client.is_task_queue(q):
-            return False
-        deadline = time.monotonic() + 60.0
-        if not hasattr(q, "not_full"):  # gevent's queue.Queue: poll (its sleep yields)
-            while q.full():
-                if time.monotonic() >= deadline or self._closed:
-                    return False
-                time.sleep(0.05)
-            return True
-        with q.not_full:
-            # len(q.queue), not q.qsize(): qsize() takes q.mutex, which not_full already holds.
-            while q.maxsize > 0 and len(q.queue) >= q.maxsize:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
-                    return False
-                q.not_full.wait(min(remaining, 0.25))
-        return True
-
-    # -- Segment's consumer thread reports here ------------------------------------------------------
-
-    @staticmethod
-    def _ours(batch: list[dict[str, Any]]) -> int:
-        return sum(
-            1
-            for m in batch
-            if m.get("event") == EXPOSURE_EVENT and str(m.get("messageId", "")).startswith(MESSAGE_ID_PREFIX)
-        )
-
-    def _on_delivered(self, batch: list[dict[str, Any]]) -> None:
-        n = self._ours(batch)
-        if n:
-            self._settle("delivered", n)
-
-    def _on_failed(self, exc: BaseException, batch: list[dict[str, Any]]) -> None:
-        n = self._ours(batch)
-        if n:
-            self._settle("delivery_failed", n)
-            log.error("segment-exposure: Segment gave up delivering %d exposure(s): %s", n, exc)
-
     # -- flushing ------------------------------------------------------------------------------------
-
-    def _wait_worker(self, deadline: float) -> bool:
-        target = self._stats.tracked.value
-        with self._idle:
-            while self._processed < target and self._worker.is_alive():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(min(remaining, 0.1))
-        return self._processed >= target
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver everything queued, waiting at most ``timeout`` seconds.
@@ -693,30 +448,6 @@ class SegmentExposureTrackingProvider:
             log.exception("segment-exposure: shutdown failed")
             return False
         return delivered
-
-    # -- per-invocation delivery (segment_exposure.serverless) ---------------------------------------
-
-    def _deliver_per_invocation(self) -> None:
-        """From now on ``flush()`` posts what was tracked at once, as one request, on the flushing thread.
-
-        Called by ``serverless.flush_after`` and the integrations' per-request flush. With a client that
-        does not queue for Segment's consumer (in-memory, ``sync_mode``), ``flush()`` is already immediate.
-        """
-        self._unflushed_platform = None
-        if self._invocation_batch is None and self._direct:
-            self._invocation_batch = InvocationBatch(self._analytics, self._settle)
-
-    def _warn_unflushed_platform(self) -> None:
-        platform, self._unflushed_platform = self._unflushed_platform, None
-        if platform is not None and self._invocation_batch is None:
-            log.warning(
-                "segment-exposure: running on %s, which can freeze the process after each response and "
-                "end it without notice, and nothing flushes exposures per invocation: queued ones can be "
-                "lost. Wrap the handler with "
-                "segment_exposure.serverless.flush_after(provider), or turn on FLUSH_EACH_REQUEST in the "
-                "Flask/Django/ASGI integration (see README, Serverless)",
-                platform,
-            )
 
     # -- introspection -------------------------------------------------------------------------------
 
