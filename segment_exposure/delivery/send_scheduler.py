@@ -4,7 +4,6 @@ events into requests, keeping several in flight, and acting on each answer until
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from segment_exposure.delivery._http import redact_url
 from segment_exposure.delivery.answers import rejected_by_400, sort_throttled
+from segment_exposure.delivery.encoding import compact_dumps, encode_event
 from segment_exposure.delivery.outcomes import (
     _CLOSED_BEFORE_RETRY,
     _DELIVERED,
@@ -55,27 +55,6 @@ class _Request:
     failure: _Transient | None = None
 
 
-def _not_serializable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _compact_dumps() -> Any:
-    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``, with C's encoder
-    made once per send rather than once per event as ``JSONEncoder.encode`` does (a fifth of the cost of
-    encoding a small event). Without the circular-reference check: a cycle raises ``RecursionError``."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    basestring = getattr(json.encoder, "c_encode_basestring", None)
-    if make is None or basestring is None:  # no C accelerator (e.g. PyPy)
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan)
-    encode = make(None, _not_serializable, basestring, None, ":", ",", False, False, False)
-
-    def dumps(value: Any) -> str:
-        return "".join(encode(value, 0))
-
-    return dumps
-
-
 class Send:
     """The state of one :meth:`AmplitudeClient.send`.
 
@@ -107,7 +86,7 @@ class Send:
         # leaves at once and the rest are encoded while it is in flight.
         self.cursor = 0  # the next event to encode
         self.carry: int | None = None  # encoded, did not fit the last chunk: starts the next one
-        self.dumps = _compact_dumps()
+        self.dumps = compact_dumps()
 
     # Outcomes ---------------------------------------------------------------------------------------
 
@@ -178,30 +157,11 @@ class Send:
 
     def _encode_one(self, i: int) -> bool:
         """Encode event ``i`` once; an event no request could hold is rejected here (False)."""
-        try:
-            data = self.dumps(self.events[i]).encode()
-        except (TypeError, ValueError, RecursionError) as exc:
-            self.outcomes[i] = EventOutcome(
-                Status.REJECTED,
-                "not_json",
-                f"the event cannot be sent as JSON ({exc}); only JSON values, no NaN or Infinity",
-            )
-            return False
-        if not data.startswith(b"{"):
-            self.outcomes[i] = EventOutcome(
-                Status.REJECTED,
-                "not_json",
-                "the event is not a JSON object; Amplitude events are objects",
-            )
-            return False
-        max_bytes = self.client.limits.max_bytes
-        if len(data) > max_bytes - self.overhead:
-            self.outcomes[i] = EventOutcome(
-                Status.REJECTED,
-                "too_large",
-                f"the event is {len(data)} bytes of JSON, more than one {self.client.api} request may "
-                f"hold ({max_bytes} bytes); shrink its properties",
-            )
+        data = encode_event(
+            self.dumps, self.events[i], self.client.limits.max_bytes, self.overhead, self.client.api
+        )
+        if isinstance(data, EventOutcome):
+            self.outcomes[i] = data
             return False
         self.encoded[i] = data
         return True
