@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from segment_exposure.tracking.stats import Counter
+from segment_exposure.counter import Counter
 
 from ..exposure import Exposure
 

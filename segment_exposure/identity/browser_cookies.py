@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from segment_exposure.counter import Counter
 from segment_exposure.identity.ids import browser_id
-from segment_exposure.tracking.stats import Counter
 
 __all__ = [
     "DEFAULT_COOKIE_SOURCES",

@@ -29,7 +29,7 @@ log = logging.getLogger("segment_exposure")
 _MAX_BATCH_BYTES = 475_000
 #: The least time worth starting another attempt with.
 _MIN_ATTEMPT = 0.05
-#: Statuses Segment's client retries (facts from segment-analytics-python, shared/reference/segment.md).
+#: Statuses Segment's client retries (as segment-analytics-python does).
 _RETRYABLE_4XX = frozenset({408, 410, 429, 460})
 _NOT_RETRYABLE_5XX = frozenset({501, 505})
 

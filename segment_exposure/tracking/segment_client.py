@@ -1,6 +1,6 @@
 """Everything that knows the inside of segment-analytics-python's ``Client``.
 
-The provider relies on a few facts about it (see ``shared/reference/segment.md``, pinned by tests):
+The provider relies on a few facts about it (pinned by tests):
 ``client.queue`` is a ``queue.Queue``, ``client.consumers`` are threads that call ``self.request(batch)``
 and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` posts through one global
 ``requests.Session``. Keeping that knowledge here means one place to change when the library does.
