@@ -8,7 +8,7 @@ to Amplitude; ``segment_exposure.testing`` has local emulators and capture helpe
 from __future__ import annotations
 
 from segment_exposure.exposure import EXPOSURE_EVENT, Exposure
-from segment_exposure.identity.user import bind_user, bound_user
+from segment_exposure.identity import bind_user, bound_user
 from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
 
 __all__ = [

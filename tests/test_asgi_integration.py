@@ -25,7 +25,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider, bound_user
-from segment_exposure.identity.user import identity_from_user
+from segment_exposure.identity import identity_from_user
 from segment_exposure.integrations.asgi import SegmentExposureMiddleware
 from segment_exposure.integrations.fastapi import ExperimentClient, ExposureProvider
 from segment_exposure.testing import SegmentCollector

@@ -33,7 +33,7 @@ from django.core.management.base import SystemCheckError  # type: ignore[import-
 from django.test import AsyncClient, Client  # type: ignore[import-untyped]
 
 from segment_exposure import SegmentExposureTrackingProvider, bound_user
-from segment_exposure.identity.user import request_scope
+from segment_exposure.identity import request_scope
 from segment_exposure.integrations.django import ExposureMiddleware, get_provider
 from segment_exposure.testing import InMemorySegmentClient, SegmentCollector
 

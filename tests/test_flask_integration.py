@@ -13,7 +13,7 @@ from amplitude_experiment import User
 from flask import Flask, Request, current_app, g, jsonify, session
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider, bound_user
-from segment_exposure.identity.user import identity_from_user, request_scope
+from segment_exposure.identity import identity_from_user, request_scope
 from segment_exposure.integrations.flask import SegmentExposure, default_identify
 from segment_exposure.testing import SegmentCollector
 

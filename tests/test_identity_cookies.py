@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segment_exposure.identity import from_cookies
 from segment_exposure.identity.browser_cookies import amplitude_ids, ignored_cookie_values
 from segment_exposure.identity.ids import MAX_ID_LENGTH, browser_id
-from segment_exposure.identity.user import from_cookies
 
 from .npm_support import BROWSER_DIR, run_node
 

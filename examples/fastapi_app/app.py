@@ -26,7 +26,7 @@ from fastapi import FastAPI
 
 from segment_exposure import SegmentExposureTrackingProvider, bound_user
 from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.identity.user import identity_from_user
+from segment_exposure.identity import identity_from_user
 from segment_exposure.integrations.asgi import SegmentExposureMiddleware
 from segment_exposure.integrations.fastapi import ExperimentClient
 from segment_exposure.testing import FlagConfigServer, SegmentCollector, demo_flags

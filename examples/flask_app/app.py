@@ -24,7 +24,7 @@ from flask import Flask, current_app, g, jsonify, session
 
 from segment_exposure import bound_user
 from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.identity.user import identity_from_user
+from segment_exposure.identity import identity_from_user
 from segment_exposure.integrations.flask import SegmentExposure
 from segment_exposure.testing import FlagConfigServer, SegmentCollector, demo_flags
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from segment_exposure.identity.user import bind_user
+from segment_exposure.identity import bind_user
 
 from .output import console, print_table
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from segment_exposure.counter import Counter
-from segment_exposure.identity.user import bound_user, identity_from_user, request_scope
+from segment_exposure.identity import bound_user, identity_from_user, request_scope
 
 from .evaluation import EvaluationError, evaluator_for
 from .rules import ExposureTrackingProvider, TrackingStats, is_default_variant, track_flag

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from functools import partial
 from typing import Any
 
-from segment_exposure.identity.user import bind_user
+from segment_exposure.identity import bind_user
 from segment_exposure.tracking import serverless
 
 from ._common import field, make_user, missing_framework

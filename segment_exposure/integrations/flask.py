@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from segment_exposure.identity.user import bind_user
+from segment_exposure.identity import bind_user
 from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
 from segment_exposure.tracking.serverless import flush_each_request, flush_request, lambda_context
 

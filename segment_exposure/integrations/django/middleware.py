@@ -12,7 +12,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 
-from segment_exposure.identity.user import bind_user
+from segment_exposure.identity import bind_user
 from segment_exposure.tracking.serverless import flush_request, flush_request_async, lambda_context
 
 from .._common import DEVICE_ID_COOKIE_MAX_AGE, as_id, identify_safely, log, make_user, new_device_id
