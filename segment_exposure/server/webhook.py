@@ -162,6 +162,18 @@ class WebhookHandler:
         """Liveness only: Amplitude is not called, so a health check can never spend its quota."""
         return WebhookResponse(200, {"status": "ok", "signature_required": self.signed})
 
+    def route(self, method: str, path: str) -> WebhookResponse | None:
+        """The answer to any request that is not ``POST /`` (health, 404, 405); None for ``POST /``."""
+        if path == "/healthz":
+            if method in ("GET", "HEAD"):
+                return self.health()
+            return error_response(405, "use GET /healthz", ("Allow", "GET, HEAD"))
+        if path != "/":
+            return error_response(404, "not found: POST Segment events to /")
+        if method != "POST":
+            return error_response(405, "POST Segment events to /", ("Allow", "POST"))
+        return None
+
     def too_large(self, length: int) -> WebhookResponse | None:
         """The 413 answer when a body of ``length`` bytes is over the cap, checked before reading it."""
         if length <= self.max_body_bytes:
