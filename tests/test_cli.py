@@ -67,6 +67,21 @@ def test_translate_reads_a_json_array_from_stdin_and_strict_fails() -> None:
     assert strict.returncode == 1
 
 
+@pytest.mark.parametrize("command", ["translate", "doctor"])
+def test_a_json_array_missing_a_comma_is_a_clear_error_with_its_line(command: str) -> None:
+    event = {"type": "track", "event": "$exposure", "userId": "user-00001", "messageId": "m-1"}
+    one = json.dumps(event, indent=2)  # 6 lines
+    text = f"[\n{one},\n{one}\n{one}\n]\n"  # no comma after the second object: the third starts on line 14
+    done = cli(command, "-", stdin=text)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (last,) = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert last.startswith(f"segment-exposure {command}: error: stdin, line 14: invalid JSON array:")
+    assert "','" in last  # yajl: "after array element, I expect ',' or ']'"
+    unclosed = cli(command, "-", stdin=f"[\n{one},\n{one}\n")
+    assert unclosed.returncode == 2 and "invalid JSON array" in unclosed.stderr
+
+
 def test_translate_min_id_length_and_invalid_json_lines() -> None:
     short = {
         "type": "track",
