@@ -76,7 +76,7 @@ __all__ = [
     "Status",
 ]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 Api = Literal["http", "batch"]
 

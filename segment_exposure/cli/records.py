@@ -9,7 +9,6 @@ and every syntax error is known by its line.
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -18,8 +17,6 @@ __all__ = ["BadRecord", "MalformedInput", "Record", "iter_records"]
 
 #: The most text handed to the parser at once: a one-line array of any size still streams.
 _CHUNK = 1 << 16
-#: ijson events that begin a value.
-_VALUE_STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +107,31 @@ def _iter_array(source: _Lines) -> Iterator[Record | BadRecord]:
             "reading a JSON array needs ijson: pip install 'segment-exposure[cli]' (or export JSON lines)"
         ) from None
 
-    starts: deque[int] = deque()
+    done: list[Record | BadRecord] = []
+    start: int | None = None
 
-    def events() -> Iterator[tuple[str, str, Any]]:
-        # ijson yields the events of each piece before it reads the next, so source.line is theirs.
-        for prefix, event, value in ijson.parse(source, use_float=True):
-            if prefix == "item" and event in _VALUE_STARTS:
-                starts.append(source.line)
-            yield prefix, event, value
+    def new_map() -> dict[str, Any]:
+        # ijson makes each object when it reads its "{": the first one since the last event is the event's.
+        nonlocal start
+        if start is None:
+            start = source.line
+        return {}
 
+    class Sink:
+        def send(self, value: Any) -> None:
+            nonlocal start
+            done.append(Record(source.line if start is None else start, value))
+            start = None
+
+    parser = ijson.items_coro(Sink(), "item", map_type=new_map, use_float=True)
     try:
-        for value in ijson.items(events(), "item"):
-            yield Record(starts.popleft(), value)
+        while piece := source.read():
+            parser.send(piece)
+            yield from done
+            done.clear()
+        parser.close()
+        yield from done
     except ijson.JSONError as exc:
+        yield from done
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MalformedInput(source.line, reason.removeprefix("parse error: ")) from None
