@@ -98,7 +98,8 @@ def test_translate_min_id_length_and_invalid_json_lines() -> None:
     assert json.loads(relaxed.stdout.splitlines()[0])["user_id"] == "abc"
 
 
-def test_translate_streams_a_large_file_with_flat_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["lines", "one-line array"])
+def test_translate_streams_a_large_file_with_flat_memory(tmp_path: Path, form: str) -> None:
     event = {
         "type": "track",
         "event": "$exposure",
@@ -108,9 +109,12 @@ def test_translate_streams_a_large_file_with_flat_memory(tmp_path: Path) -> None
     }
     source = tmp_path / "big.jsonl"
     with source.open("w") as handle:
-        line = json.dumps(event) + "\n"
-        for _ in range(60_000):  # ~66 MB
-            handle.write(line)
+        if form == "lines":
+            line = json.dumps(event) + "\n"
+            for _ in range(60_000):  # ~66 MB
+                handle.write(line)
+        else:
+            handle.write("[" + ",".join([json.dumps(event)] * 60_000) + "]")  # ~66 MB on one line
     # VmHWM is this process's own peak; ru_maxrss would include the forking parent's (pytest's) size.
     code = (
         "import sys\n"

@@ -2,8 +2,9 @@
 
 JSON lines and a single JSON array are both streamed, so memory stays flat on a large export; each
 record carries the line it started on, for error messages a person can act on. A JSON array is parsed by
-ijson (the ``cli`` extra; its C backend when built), fed at most one line at a time so that every event
-and every syntax error is known by its line.
+ijson (the ``cli`` extra; its C backend when built), a maintained parser that refuses what JSON refuses
+(a missing comma, say); it is fed at most one line at a time, so each event and each syntax error is
+known by its line.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _iter_lines(head: str, stream: IO[str], line: int) -> Iterator[Record | BadR
 
 
 class _Lines:
-    """A binary file for ijson whose every read is a piece of one line, so ``line`` is where parsing is."""
+    """The stream in pieces of at most one line (and ``_CHUNK`` characters); ``line``: the current piece's."""
 
     def __init__(self, stream: IO[str], line: int, head: str) -> None:
         self._stream = stream
@@ -88,9 +89,8 @@ class _Lines:
         self._next_line = line
         self.line = line
 
-    def read(self, size: int = -1) -> bytes:
-        if size == 0:
-            return b""  # ijson's probe for bytes or text
+    def next_piece(self) -> bytes:
+        """The next piece as UTF-8, empty at the end."""
         text = self._pending or self._stream.readline(_CHUNK)
         self._pending = ""
         self.line = self._next_line
@@ -107,7 +107,7 @@ def _iter_array(source: _Lines) -> Iterator[Record | BadRecord]:
             "reading a JSON array needs ijson: pip install 'segment-exposure[cli]' (or export JSON lines)"
         ) from None
 
-    done: list[Record | BadRecord] = []
+    done: list[Record] = []
     start: int | None = None
 
     def new_map() -> dict[str, Any]:
@@ -118,6 +118,8 @@ def _iter_array(source: _Lines) -> Iterator[Record | BadRecord]:
         return {}
 
     class Sink:
+        """Where ijson sends each finished event."""
+
         def send(self, value: Any) -> None:
             nonlocal start
             done.append(Record(source.line if start is None else start, value))
@@ -125,7 +127,7 @@ def _iter_array(source: _Lines) -> Iterator[Record | BadRecord]:
 
     parser = ijson.items_coro(Sink(), "item", map_type=new_map, use_float=True)
     try:
-        while piece := source.read():
+        while piece := source.next_piece():
             parser.send(piece)
             yield from done
             done.clear()
