@@ -129,8 +129,9 @@ def _iter_array(source: _Lines) -> Iterator[Record | BadRecord]:
     try:
         while piece := source.next_piece():
             parser.send(piece)
-            yield from done
-            done.clear()
+            if done:
+                yield from done
+                done.clear()
         parser.close()
         yield from done
     except ijson.JSONError as exc:
