@@ -532,8 +532,8 @@ class AmplitudeClient:
     def _backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): exponential, with jitter.
 
-        Two lines of arithmetic: a retry library's loop would sleep on this thread and stall every other
-        chunk of the send, and the send's own scheduler already owns the retrying.
+        Plain arithmetic, not tenacity: its retry loop would sleep on this thread and stall every other
+        chunk of the send, whose scheduler owns the retrying; only the delay formula would be left to use.
         """
         delay = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt - 1, 64))
         return max(0.0, delay) + random.uniform(0.0, self.backoff_jitter)
