@@ -24,7 +24,7 @@ __all__ = [
     "warn_once",
 ]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: The drop reason for exposures that cannot be sent because the server gives Python no threads.
 THREADS_DISABLED = "threads_disabled"

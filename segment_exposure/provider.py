@@ -34,7 +34,7 @@ from .stats import ProviderStats
 
 __all__ = ["SegmentExposureTrackingProvider"]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: Segment rejects a message over 32 KB of JSON. Exposures whose own strings stay under this many
 #: characters cannot reach it, so only larger ones pay for an exact check on the caller's thread.
@@ -47,8 +47,17 @@ _STOP = object()
 _captures: list[Any] = []
 
 _redactor = segment_client.RedactingFilter()
-logging.getLogger("segment").addFilter(_redactor)
-log.addFilter(_redactor)
+# A logger's filters see only its own records, not its children's: Segment's logger and each of ours on
+# the path to Segment (where the write key is at hand) get the redactor.
+for _name in (
+    "segment",
+    __name__,
+    segment_client.__name__,
+    deployment.__name__,
+    InvocationBatch.__module__,
+    detect_platform.__module__,
+):
+    logging.getLogger(_name).addFilter(_redactor)
 
 _live: weakref.WeakSet[SegmentExposureTrackingProvider] = weakref.WeakSet()
 

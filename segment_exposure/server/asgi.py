@@ -27,7 +27,7 @@ from .webhook import BatchDestination, WebhookHandler, WebhookResponse, error_re
 
 __all__ = ["DEFAULT_DELIVERY_THREADS", "WebhookASGIApp", "create_asgi_app"]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

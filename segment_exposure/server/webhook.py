@@ -31,7 +31,7 @@ __all__ = [
     "summarize",
 ]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 #: Segment's webhook signature header: hex HMAC-SHA1 of the raw body with the shared secret.
 SIGNATURE_HEADER = "X-Signature"
