@@ -20,4 +20,15 @@ __all__ = [
     "bound_user",
 ]
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """pyproject.toml holds the version; this reads what was installed from it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("segment-exposure")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()

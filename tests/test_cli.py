@@ -67,6 +67,21 @@ def test_translate_reads_a_json_array_from_stdin_and_strict_fails() -> None:
     assert strict.returncode == 1
 
 
+@pytest.mark.parametrize("command", ["translate", "doctor"])
+def test_a_json_array_missing_a_comma_is_a_clear_error_with_its_line(command: str) -> None:
+    event = {"type": "track", "event": "$exposure", "userId": "user-00001", "messageId": "m-1"}
+    one = json.dumps(event, indent=2)  # 6 lines
+    text = f"[\n{one},\n{one}\n{one}\n]\n"  # no comma after the second object: the third starts on line 14
+    done = cli(command, "-", stdin=text)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (last,) = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert last.startswith(f"segment-exposure {command}: error: stdin, line 14: invalid JSON array:")
+    assert "','" in last  # yajl: "after array element, I expect ',' or ']'"
+    unclosed = cli(command, "-", stdin=f"[\n{one},\n{one}\n")
+    assert unclosed.returncode == 2 and "invalid JSON array" in unclosed.stderr
+
+
 def test_translate_min_id_length_and_invalid_json_lines() -> None:
     short = {
         "type": "track",
@@ -83,7 +98,8 @@ def test_translate_min_id_length_and_invalid_json_lines() -> None:
     assert json.loads(relaxed.stdout.splitlines()[0])["user_id"] == "abc"
 
 
-def test_translate_streams_a_large_file_with_flat_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["lines", "one-line array"])
+def test_translate_streams_a_large_file_with_flat_memory(tmp_path: Path, form: str) -> None:
     event = {
         "type": "track",
         "event": "$exposure",
@@ -93,9 +109,12 @@ def test_translate_streams_a_large_file_with_flat_memory(tmp_path: Path) -> None
     }
     source = tmp_path / "big.jsonl"
     with source.open("w") as handle:
-        line = json.dumps(event) + "\n"
-        for _ in range(60_000):  # ~66 MB
-            handle.write(line)
+        if form == "lines":
+            line = json.dumps(event) + "\n"
+            for _ in range(60_000):  # ~66 MB
+                handle.write(line)
+        else:
+            handle.write("[" + ",".join([json.dumps(event)] * 60_000) + "]")  # ~66 MB on one line
     # VmHWM is this process's own peak; ru_maxrss would include the forking parent's (pytest's) size.
     code = (
         "import sys\n"

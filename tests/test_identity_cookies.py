@@ -156,7 +156,7 @@ HOSTILE = [
 @pytest.mark.parametrize("value", HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_segment_values_are_ignored(value: str, caplog: pytest.LogCaptureFixture) -> None:
     before = ignored_cookie_values()
-    with caplog.at_level(logging.DEBUG, "segment_exposure.identity"):
+    with caplog.at_level(logging.DEBUG, "segment_exposure"):
         assert from_cookies({"ajs_anonymous_id": value, "ajs_user_id": value}) is None
     if value:
         assert ignored_cookie_values() == before + 2  # counted, once per cookie

@@ -25,6 +25,15 @@ CASES = [
         ["from segment_exposure.metrics import register", "register(object())"],
         "metrics",
     ),
+    (
+        "ijson",
+        [
+            "import io",
+            "from segment_exposure.cli.records import iter_records",
+            "list(iter_records(io.StringIO('[1]')))",  # JSON lines need no extra; an array does
+        ],
+        "cli",
+    ),
 ]
 
 

@@ -37,7 +37,7 @@ from .test_monitoring import MONITORING, require
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "amp-prometheus-key-4f3e2d1c0b"
-WEBHOOK_LOG = re.compile(r"\[(\d+)\] \[INFO\] segment_exposure: webhook: \d+ events")
+WEBHOOK_LOG = re.compile(r"\[(\d+)\] \[INFO\] segment_exposure[\w.]*: webhook: \d+ events")
 
 
 def free_port() -> int:

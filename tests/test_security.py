@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -163,6 +164,42 @@ def test_no_secret_in_any_log_record_at_debug(
     assert "making request" in text and "[redacted]" in text, "Segment's DEBUG body log was exercised"
     assert "Invalid API key" in text, "Amplitude's echo of the key was exercised"
     assert_no_secret(text, "the logs")
+
+
+def test_the_write_key_is_redacted_on_every_logger_on_the_way_to_segment() -> None:
+    """Each module logs on its own logger (``__name__``); a logger's filters miss its children's records."""
+    provider = sys.modules[SegmentExposureTrackingProvider.__module__]
+    names = [
+        "segment",
+        provider.__name__,
+        provider.segment_client.__name__,
+        provider.deployment.__name__,
+        provider.invocation_batch.__name__,
+        provider.ExposureWorker.__module__,
+        f"{provider.__package__}.serverless",
+    ]
+    capture = LogCapture().install(names)
+    try:
+        with SegmentCollector(WRITE_KEY) as collector:
+            tracker = SegmentExposureTrackingProvider(WRITE_KEY, host=collector.url)
+            try:
+                for name in names:
+                    logging.getLogger(name).error("the key is %s, really", WRITE_KEY)
+            finally:
+                tracker.shutdown(5)
+    finally:
+        capture.uninstall()
+    text = capture.text()
+    assert text.count("the key is [redacted], really") == len(names), text
+    assert_no_secret(text, "the logs")
+
+
+def test_every_module_logs_under_its_own_name() -> None:
+    """``logging.getLogger(__name__)``: all under ``segment_exposure``, so one logger configures them all."""
+    for path in sorted((ROOT / "segment_exposure").rglob("*.py")):
+        calls = re.findall(r"logging\.getLogger\(([^)]*)\)", path.read_text(encoding="utf-8"))
+        odd = [c for c in calls if c not in ("__name__", '"segment"', "_name")]  # _name: the redactor's loop
+        assert not odd, f"{path.relative_to(ROOT)}: getLogger({odd[0]}); use __name__"
 
 
 SERVE_AT_DEBUG = """

@@ -105,7 +105,7 @@ def test_healthz_and_routes(server: ServeProcess) -> None:
 def test_each_worker_builds_its_destination_after_the_fork(server: ServeProcess) -> None:
     pids = {
         int(m.group(1))
-        for m in re.finditer(r"\[(\d+)\] \[INFO\] segment_exposure: worker ready", server.log())
+        for m in re.finditer(r"\[(\d+)\] \[INFO\] segment_exposure[\w.]*: worker ready", server.log())
     }
     assert len(pids) == WORKERS
     assert server.master_pid not in pids

@@ -156,9 +156,14 @@ def _port(text: str) -> int:
 
 @contextmanager
 def open_input(path: str) -> Iterator[IO[str]]:
-    """``-`` is stdin; anything else a file that must exist."""
+    """``-`` is stdin; anything else a file that must exist. A broken JSON array is the user's mistake."""
+    from .records import MalformedInput
+
     if path == "-":
-        yield sys.stdin
+        try:
+            yield sys.stdin
+        except MalformedInput as exc:
+            raise UserError(f"stdin, {exc}") from None
         return
     try:
         handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
@@ -168,6 +173,8 @@ def open_input(path: str) -> Iterator[IO[str]]:
         yield handle
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text") from None
+    except MalformedInput as exc:
+        raise UserError(f"{path}, {exc}") from None
     finally:
         handle.close()
 

@@ -1,7 +1,10 @@
 """Reading Segment events from a file or stdin, one at a time, whatever the export format.
 
 JSON lines and a single JSON array are both streamed, so memory stays flat on a large export; each
-record carries the line it started on, for error messages a person can act on.
+record carries the line it started on, for error messages a person can act on. A JSON array is parsed by
+ijson (the ``cli`` extra; its C backend when built), a maintained parser that refuses what JSON refuses
+(a missing comma, say); it is fed at most one line at a time, so each event and each syntax error is
+known by its line.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-__all__ = ["BadRecord", "Record", "iter_records"]
+__all__ = ["BadRecord", "MalformedInput", "Record", "iter_records"]
 
+#: The most text handed to the parser at once: a one-line array of any size still streams.
 _CHUNK = 1 << 16
-_decoder = json.JSONDecoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +28,26 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class BadRecord:
+    """A JSON line that does not parse: the lines around it still do."""
+
     line: int
     error: str
 
 
+class MalformedInput(ValueError):
+    """A JSON array broken at ``line``: nothing after that point can be read reliably."""
+
+    def __init__(self, line: int, error: str) -> None:
+        super().__init__(f"line {line}: invalid JSON array: {error}")
+        self.line = line
+
+
 def iter_records(stream: IO[str]) -> Iterator[Record | BadRecord]:
-    """Yield each JSON value in ``stream`` (JSON lines, or one JSON array of values)."""
+    """Yield each JSON value in ``stream`` (JSON lines, or one JSON array of values).
+
+    Raises :class:`MalformedInput` when an array is broken (a missing comma, an unclosed bracket), after
+    yielding the values before the break.
+    """
     first = ""
     line = 1
     while True:
@@ -43,7 +60,7 @@ def iter_records(stream: IO[str]) -> Iterator[Record | BadRecord]:
             first = ch
             break
     if first == "[":
-        yield from _iter_array(stream, line)
+        yield from _iter_array(_Lines(stream, line, first))
     else:
         yield from _iter_lines(first + stream.readline(), stream, line)
 
@@ -63,56 +80,61 @@ def _iter_lines(head: str, stream: IO[str], line: int) -> Iterator[Record | BadR
         text = nxt if nxt else None
 
 
-def _iter_array(stream: IO[str], line: int) -> Iterator[Record | BadRecord]:
-    buf = ""
-    pos = 0
-    eof = False
+class _Lines:
+    """The stream in pieces of at most one line (and ``_CHUNK`` characters); ``line``: the current piece's."""
 
-    def fill() -> bool:
-        nonlocal buf, pos, eof
-        chunk = stream.read(_CHUNK)
-        if not chunk:
-            eof = True
-            return False
-        buf = buf[pos:] + chunk
-        pos = 0
-        return True
+    def __init__(self, stream: IO[str], line: int, head: str) -> None:
+        self._stream = stream
+        self._pending = head
+        self._next_line = line
+        self.line = line
 
-    expect_value = True
-    while True:
-        # Skip whitespace (counting lines) and one separating comma.
-        while True:
-            if pos >= len(buf) and not fill():
-                yield BadRecord(line, "invalid JSON: the array is not closed with ']'")
-                return
-            ch = buf[pos]
-            if ch == "\n":
-                line += 1
-            if ch.isspace():
-                pos += 1
-                continue
-            break
-        if ch == "]":
-            return
-        if ch == "," and not expect_value:
-            pos += 1
-            expect_value = True
-            continue
-        while True:
-            try:
-                value, end = _decoder.raw_decode(buf, pos)
-            except ValueError as exc:
-                if not eof and fill():
-                    continue
-                yield BadRecord(line, f"invalid JSON: {exc}")
-                return
-            except RecursionError:
-                yield BadRecord(line, "invalid JSON: nested too deeply")
-                return
-            if end == len(buf) and not eof and fill():
-                continue  # a number may continue in the next chunk: decode again with more text
-            break
-        yield Record(line, value)
-        line += buf.count("\n", pos, end)
-        pos = end
-        expect_value = False
+    def next_piece(self) -> bytes:
+        """The next piece as UTF-8, empty at the end."""
+        text = self._pending or self._stream.readline(_CHUNK)
+        self._pending = ""
+        self.line = self._next_line
+        if text.endswith("\n"):
+            self._next_line += 1
+        return text.encode("utf-8")
+
+
+def _iter_array(source: _Lines) -> Iterator[Record | BadRecord]:
+    try:
+        import ijson
+    except ImportError:
+        raise ImportError(
+            "reading a JSON array needs ijson: pip install 'segment-exposure[cli]' (or export JSON lines)"
+        ) from None
+
+    done: list[Record] = []
+    start: int | None = None
+
+    def new_map() -> dict[str, Any]:
+        # ijson makes each object when it reads its "{": the first one since the last event is the event's.
+        nonlocal start
+        if start is None:
+            start = source.line
+        return {}
+
+    class Sink:
+        """Where ijson sends each finished event."""
+
+        def send(self, value: Any) -> None:
+            nonlocal start
+            done.append(Record(source.line if start is None else start, value))
+            start = None
+
+    parser = ijson.items_coro(Sink(), "item", map_type=new_map, use_float=True)
+    try:
+        while piece := source.next_piece():
+            parser.send(piece)
+            if done:
+                yield from done
+                done.clear()
+        parser.close()
+        yield from done
+    except ijson.JSONError as exc:
+        yield from done
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MalformedInput(source.line, reason.removeprefix("parse error: ")) from None

@@ -53,7 +53,7 @@ WORKER_CLASS = "asgi"
 KEEPALIVE = 5
 INSTALL_HINT = "pip install 'segment-exposure[server]'"
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 
 def _logging_config() -> dict[str, Any]:

@@ -50,6 +50,7 @@ import gzip as gzip_module
 import json
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,7 +60,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 
 from segment_exposure.delivery._http import (
     HttpFailure,
@@ -89,7 +89,7 @@ __all__ = [
     "Status",
 ]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 Api = Literal["http", "batch"]
 
@@ -199,10 +199,6 @@ class AmplitudeClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.backoff_jitter = backoff_jitter
-        self._wait = wait_exponential(multiplier=backoff_initial, max=backoff_max) + wait_random(
-            0, backoff_jitter
-        )
-        self._retrying = Retrying(wait=self._wait)
         self.throttle_wait = throttle_wait
         self.max_throttle_holds = max_throttle_holds
         self.limits = RequestLimits(
@@ -358,12 +354,11 @@ class AmplitudeClient:
     def _backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): exponential, with jitter.
 
-        tenacity's wait strategies compute it; its retry loop is not used, because it would sleep on this
-        thread and stall every other chunk of the send.
+        Plain arithmetic, not tenacity: its retry loop would sleep on this thread and stall every other
+        chunk of the send, whose scheduler owns the retrying; only the delay formula would be left to use.
         """
-        state = RetryCallState(retry_object=self._retrying, fn=None, args=(), kwargs={})
-        state.attempt_number = attempt
-        return float(self._wait(state))
+        delay = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt - 1, 64))
+        return max(0.0, delay) + random.uniform(0.0, self.backoff_jitter)
 
     def _sleep(self, seconds: float) -> None:
         self._closed.wait(seconds)

@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_DEADLINE", "AmplitudeExposureDestination"]
 #: Seconds one ``on_track``/``on_batch`` may take: Segment Functions stop a handler after 5 s.
 DEFAULT_DEADLINE = 4.5
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 _THROTTLE_CODES = frozenset({"throttled", "daily_quota"})
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # annotations only: the client imports this module
 
 __all__ = ["Send"]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)

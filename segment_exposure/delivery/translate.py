@@ -132,7 +132,7 @@ _CAMPAIGN_FIELDS = (
 _INITIAL = {name: "initial_" + name for name in ("referrer", *(n for _, n in _CAMPAIGN_FIELDS))}
 _IOS = re.compile("ios", re.IGNORECASE | re.ASCII)  # ASCII case only, as JavaScript's /ios/i
 _ANDROID = re.compile("android", re.IGNORECASE | re.ASCII)
-_log = logging.getLogger("segment_exposure.translate")  # the documented name, kept when the module moved
+_log = logging.getLogger(__name__)
 
 
 def _identity_value(value: Any, field: str, notes: list[str]) -> str | None:

@@ -19,7 +19,7 @@ from .rules import ExposureTrackingProvider, TrackingStats, is_default_variant, 
 
 __all__ = ["ExposureTrackingClient"]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 
 class _RequestVariants:

@@ -15,7 +15,7 @@ from ._sdk import as_sdk_user, require_sdk
 
 __all__ = ["EvaluationError", "Evaluator", "LocalEvaluator", "RemoteEvaluator", "evaluator_for"]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 
 class EvaluationError(Exception):

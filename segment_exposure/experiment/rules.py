@@ -26,7 +26,7 @@ __all__ = [
     "variant_label",
 ]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 
 class ExposureTrackingProvider(Protocol):

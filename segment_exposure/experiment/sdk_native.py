@@ -21,7 +21,7 @@ from .rules import ExposureTrackingProvider, TrackingStats, track_flag
 
 __all__ = ["SegmentExposureService", "route_sdk_exposures"]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 
 class _ProviderFlush:

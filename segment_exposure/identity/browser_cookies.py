@@ -33,7 +33,7 @@ __all__ = [
     "segment_ids",
 ]
 
-log = logging.getLogger("segment_exposure.identity")
+log = logging.getLogger(__name__)
 
 SEGMENT_ANONYMOUS_ID_COOKIE = "ajs_anonymous_id"
 SEGMENT_USER_ID_COOKIE = "ajs_user_id"

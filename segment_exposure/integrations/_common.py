@@ -39,7 +39,7 @@ __all__ = [
     "resolve",
 ]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: The integration's own device-id cookie: read last by the default resolvers, set by SET_DEVICE_ID_COOKIE.
 DEVICE_ID_COOKIE = LEGACY_DEVICE_ID_COOKIE

@@ -26,7 +26,7 @@ __all__ = [
     "locale_from_accept_language",
 ]
 
-log = logging.getLogger("segment_exposure.identity")
+log = logging.getLogger(__name__)
 
 #: The cookie the integrations read (and with ``SET_DEVICE_ID_COOKIE``, set) before 0.2: still read, last.
 LEGACY_DEVICE_ID_COOKIE = "amp_device_id"

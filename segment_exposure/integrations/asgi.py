@@ -35,7 +35,7 @@ __all__ = [
     "get_provider",
 ]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: The ASGI scope key under which the middleware leaves itself for ``get_provider``/``get_experiment``.
 SCOPE_KEY = "segment_exposure"

@@ -22,7 +22,7 @@ from .webhook import ASGIMetricsMiddleware, CountingDestination, MetricsMiddlewa
 
 __all__ = ["MultiprocessExporter"]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 
 def _multiprocess_values() -> None:

@@ -33,7 +33,7 @@ __all__ = [
     "unregister",
 ]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 #: The ``provider`` label of a provider registered without a name.
 DEFAULT_NAME = "default"

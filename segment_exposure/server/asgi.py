@@ -27,7 +27,7 @@ from .webhook import BatchDestination, WebhookHandler, WebhookResponse, error_re
 
 __all__ = ["DEFAULT_DELIVERY_THREADS", "WebhookASGIApp", "create_asgi_app"]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -160,14 +160,9 @@ class WebhookASGIApp:
     async def _route(
         self, method: str, path: str, headers: dict[bytes, bytes], receive: Receive, charge: _Charge
     ) -> WebhookResponse:
-        if path == "/healthz":
-            if method in ("GET", "HEAD"):
-                return self.handler.health()
-            return error_response(405, "use GET /healthz", ("Allow", "GET, HEAD"))
-        if path != "/":
-            return error_response(404, "not found: POST Segment events to /")
-        if method != "POST":
-            return error_response(405, "POST Segment events to /", ("Allow", "POST"))
+        early = self.handler.route(method, path)
+        if early is not None:
+            return early
         body = await self._body(headers, receive, charge)
         if isinstance(body, WebhookResponse):
             return body

@@ -23,7 +23,7 @@ from .webhook import WebhookHandler, WebhookResponse, error_response
 
 __all__ = ["lambda_handler", "reset_cache"]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 #: Seconds kept back from the Lambda's remaining time, so the answer is sent before the Lambda is stopped.
 _MARGIN = 0.5

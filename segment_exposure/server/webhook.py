@@ -31,7 +31,7 @@ __all__ = [
     "summarize",
 ]
 
-logger = logging.getLogger("segment_exposure")
+logger = logging.getLogger(__name__)
 
 #: Segment's webhook signature header: hex HMAC-SHA1 of the raw body with the shared secret.
 SIGNATURE_HEADER = "X-Signature"
@@ -161,6 +161,18 @@ class WebhookHandler:
     def health(self) -> WebhookResponse:
         """Liveness only: Amplitude is not called, so a health check can never spend its quota."""
         return WebhookResponse(200, {"status": "ok", "signature_required": self.signed})
+
+    def route(self, method: str, path: str) -> WebhookResponse | None:
+        """The answer to any request that is not ``POST /`` (health, 404, 405); None for ``POST /``."""
+        if path == "/healthz":
+            if method in ("GET", "HEAD"):
+                return self.health()
+            return error_response(405, "use GET /healthz", ("Allow", "GET, HEAD"))
+        if path != "/":
+            return error_response(404, "not found: POST Segment events to /")
+        if method != "POST":
+            return error_response(405, "POST Segment events to /", ("Allow", "POST"))
+        return None
 
     def too_large(self, length: int) -> WebhookResponse | None:
         """The 413 answer when a body of ``length`` bytes is over the cap, checked before reading it."""

@@ -69,14 +69,9 @@ class WebhookApp:
         return [] if method == "HEAD" else [payload]
 
     def _route(self, method: str, path: str, environ: dict[str, Any]) -> WebhookResponse:
-        if path == "/healthz":
-            if method in ("GET", "HEAD"):
-                return self.handler.health()
-            return error_response(405, "use GET /healthz", ("Allow", "GET, HEAD"))
-        if path != "/":
-            return error_response(404, "not found: POST Segment events to /")
-        if method != "POST":
-            return error_response(405, "POST Segment events to /", ("Allow", "POST"))
+        early = self.handler.route(method, path)
+        if early is not None:
+            return early
         body_or_error = self._body(environ)
         if isinstance(body_or_error, WebhookResponse):
             return body_or_error

@@ -1,10 +1,11 @@
 """A local stand-in for Segment's tracking API (``POST /v1/batch``), with fault injection.
 
-It enforces what the real API enforces and a client can trip over (Basic auth with the write key,
-32 KB per message, 500 KB per batch) and records what it accepted, so tests assert on what really
-crossed the wire rather than on what a mock was called with. For analytics.js in a real browser it
-also takes single events (``/v1/t``, ``/v1/p``, ``/v1/i`` ..., as analytics.js sends them, with CORS)
-and serves the CDN settings (``GET /v1/projects/<write key>/settings``) that send them here.
+It enforces what the real API enforces and a client can trip over (the write key, as Basic auth
+or as the body's ``writeKey``; 32 KB per message, 500 KB per batch) and records what it accepted,
+so tests assert on what really crossed the wire rather than on what a mock was called with. For
+analytics.js in a real browser it also takes single events (``/v1/t``, ``/v1/p``, ``/v1/i`` ..., as
+analytics.js sends them, with CORS) and serves the CDN settings
+(``GET /v1/projects/<write key>/settings``) that send them here.
 """
 
 from __future__ import annotations
@@ -227,19 +228,22 @@ class SegmentCollector(LoopbackServer):
         return bool(headers.get("Authorization") == expected)
 
     def _accept(self, headers: Any, raw: bytes, *, authorized: bool = False) -> tuple[int, dict[str, Any]]:
-        if self.write_key is not None and not authorized and not self._authorized(headers):
-            return 401, {"code": "unauthorized", "message": "invalid write key"}
+        # The real API takes the write key as Basic auth or as the body's ``writeKey`` (which
+        # segment-analytics-python 2.3.x relies on: it sends no Authorization header).
+        authorized = authorized or self.write_key is None or self._authorized(headers)
         if headers.get("Content-Encoding") == "gzip":
             try:
                 raw = gzip.decompress(raw)
             except OSError:
-                return 400, {"code": "invalid_request", "message": "bad gzip body"}
+                return _invalid("bad gzip body") if authorized else _unauthorized()
         if len(raw) > MAX_BATCH_BYTES:
-            return 400, {"code": "invalid_request", "message": "batch over 500KB"}
+            return _invalid("batch over 500KB") if authorized else _unauthorized()
         try:
             body = json.loads(raw)
         except ValueError:
-            return 400, {"code": "invalid_request", "message": "body is not JSON"}
+            return _invalid("body is not JSON") if authorized else _unauthorized()
+        if not authorized and not (isinstance(body, dict) and body.get("writeKey") == self.write_key):
+            return _unauthorized()
         batch = body.get("batch") if isinstance(body, dict) else None
         if not isinstance(batch, list):
             return 400, {"code": "invalid_request", "message": "no batch"}
@@ -257,6 +261,14 @@ class SegmentCollector(LoopbackServer):
             self.batches.append(batch)
             self._cond.notify_all()
         return 200, {"success": True}
+
+
+def _invalid(message: str) -> tuple[int, dict[str, Any]]:
+    return 400, {"code": "invalid_request", "message": message}
+
+
+def _unauthorized() -> tuple[int, dict[str, Any]]:
+    return 401, {"code": "unauthorized", "message": "invalid write key"}
 
 
 def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:

@@ -26,7 +26,7 @@ __all__ = [
     "warn_once",
 ]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: Environment variables each platform sets, checked in this order.
 PLATFORM_VARIABLES: tuple[tuple[str, str], ...] = (

@@ -23,7 +23,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 
 __all__ = ["InvocationBatch"]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: Segment's API takes batches up to 500 KB; its own client stops at this many bytes of messages.
 _MAX_BATCH_BYTES = 475_000

@@ -24,7 +24,7 @@ from typing import Any
 from segment_exposure.exposure import Exposure
 from segment_exposure.identity.ids import as_id
 from segment_exposure.identity.user import _bound, _request_context
-from segment_exposure.tracking import deployment, segment_client
+from segment_exposure.tracking import deployment, invocation_batch, segment_client
 from segment_exposure.tracking.dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from segment_exposure.tracking.message_id import hash_key
 from segment_exposure.tracking.stats import ProviderStats
@@ -32,7 +32,7 @@ from segment_exposure.tracking.worker import _MAX_MESSAGE_BYTES, _STOP, Exposure
 
 __all__ = ["SegmentExposureTrackingProvider"]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: Segment rejects a message over 32 KB of JSON. Exposures whose own strings stay under this many
 #: characters cannot reach it, so only larger ones pay for an exact check on the caller's thread.
@@ -42,8 +42,18 @@ _CHEAP_SIZE_BOUND = 4_000
 _captures: list[Any] = []
 
 _redactor = segment_client.RedactingFilter()
-logging.getLogger("segment").addFilter(_redactor)
-log.addFilter(_redactor)
+# A logger's filters see only its own records, not its children's: Segment's logger and each of ours on
+# the path to Segment (where the write key is at hand) get the redactor.
+for _name in (
+    "segment",
+    __name__,
+    segment_client.__name__,
+    deployment.__name__,
+    invocation_batch.__name__,
+    ExposureWorker.__module__,
+    f"{__package__}.serverless",  # not imported here: it imports this module
+):
+    logging.getLogger(_name).addFilter(_redactor)
 
 _live: weakref.WeakSet[SegmentExposureTrackingProvider] = weakref.WeakSet()
 

@@ -33,7 +33,7 @@ __all__ = [
     "wire_message",
 ]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 BatchCallback = Callable[[list[dict[str, Any]]], None]
 ErrorCallback = Callable[[BaseException, list[dict[str, Any]]], None]

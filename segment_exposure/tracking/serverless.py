@@ -34,7 +34,7 @@ __all__ = [
     "lambda_context",
 ]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: Seconds left for the platform's own work after the flush, when the context says how long remains.
 DEFAULT_MARGIN = 0.5

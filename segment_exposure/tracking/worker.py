@@ -27,7 +27,7 @@ from segment_exposure.tracking.stats import ProviderStats
 
 __all__ = ["ExposureWorker"]
 
-log = logging.getLogger("segment_exposure")
+log = logging.getLogger(__name__)
 
 #: Segment rejects a message over 32 KB of JSON.
 _MAX_MESSAGE_BYTES = 32 << 10
