@@ -604,7 +604,10 @@ def test_provider_never_raises_and_every_call_is_counted_once(collector: Segment
             assert stats["delivered"] + stats["deduplicated"] + stats["dropped_total"] == n, stats
             delivered += stats["delivered"]
         assert answers[True] and answers[False], "both outcomes were exercised"
-        assert delivered > 100, "plenty of generated exposures were real ones"
+        assert delivered > 100, (
+            f"plenty of generated exposures were real ones: calls {calls}, "
+            f"stats {[provider.stats() for provider in providers]}"
+        )
         assert collector.rejected == [], "nothing the provider sent broke Segment's limits"
         # Both providers share a write key, so the same exposure gets the same messageId from each (as
         # across processes): compare with everything that arrived, not with the unique ids.
