@@ -1,9 +1,10 @@
-"""Everything that knows the inside of segment-analytics-python's ``Client``.
+"""Everything that knows the inside of segment-analytics-python's ``Client`` (checked: 2.3.1-2.4.0).
 
 The provider relies on a few facts about it (pinned by tests):
 ``client.queue`` is a ``queue.Queue``, ``client.consumers`` are threads that call ``self.request(batch)``
 and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` posts through one global
-``requests.Session``. Keeping that knowledge here means one place to change when the library does.
+``requests.Session``. Keeping that knowledge here means one place to change when the library does;
+``segment_check`` verifies it at start-up, and the provider uses the public API where it does not hold.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "revive_after_fork",
     "stop_consumers",
     "wait_drained",
+    "wait_for_room",
     "wire_message",
 ]
 
@@ -197,13 +199,25 @@ def enqueue(client: Any, message: dict[str, Any]) -> bool:
     return True
 
 
-def wait_drained(client: Any, deadline: float) -> bool:
+def wait_drained(client: Any, deadline: float, *, conditions: bool = True) -> bool:
     """Wait until the client's queue has no unfinished messages, or ``deadline`` (monotonic) passes.
 
     ``Client.flush()`` is ``queue.join()`` with no timeout, which can block for minutes during an outage;
-    this waits on the same condition with a deadline.
+    this waits on the same condition with a deadline. With ``conditions=False`` (the self-check's
+    fallback) it runs the public ``Client.flush()`` on a helper thread and waits for that instead.
     """
     q = getattr(client, "queue", None)
+    if not conditions and callable(getattr(client, "flush", None)):
+        done = threading.Event()
+
+        def run_flush() -> None:
+            try:
+                client.flush()
+            finally:
+                done.set()
+
+        threading.Thread(target=run_flush, name="segment-exposure-flush", daemon=True).start()
+        return done.wait(max(0.0, deadline - time.monotonic()))
     if not is_task_queue(q):
         flush = getattr(client, "flush", None)
         if flush is not None:
@@ -223,6 +237,33 @@ def wait_drained(client: Any, deadline: float) -> bool:
             if remaining <= 0:
                 return False
             all_tasks_done.wait(remaining)
+    return True
+
+
+def wait_for_room(
+    client: Any, deadline: float, stopped: Callable[[], bool], *, conditions: bool = True
+) -> bool:
+    """Wait until the client's queue has room, ``deadline`` (monotonic) passes or ``stopped()``.
+
+    Waits on ``queue.Queue``'s ``not_full`` condition; polls the public ``full()`` with ``conditions=False``
+    and for gevent's queue, which has no condition (its sleep yields).
+    """
+    q = getattr(client, "queue", None)
+    if not is_task_queue(q):
+        return False
+    if not conditions or not hasattr(q, "not_full"):
+        while q.full():
+            if time.monotonic() >= deadline or stopped():
+                return False
+            time.sleep(0.05)
+        return True
+    with q.not_full:
+        # len(q.queue), not q.qsize(): qsize() takes q.mutex, which not_full already holds.
+        while q.maxsize > 0 and len(q.queue) >= q.maxsize:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stopped():
+                return False
+            q.not_full.wait(min(remaining, 0.25))
     return True
 
 
