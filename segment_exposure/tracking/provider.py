@@ -119,7 +119,9 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         if analytics is None:
             options = {"max_queue_size": max_queue_size, **(client_options or {})}
             if not self._internals.consumer_hooks:
-                options["on_error"] = _public_on_error(self, options.get("on_error"))
+                options["on_error"] = segment_check.fallback_on_error(
+                    self._on_failed, options.get("on_error")
+                )
             self._client_args: tuple[str, str | None, dict[str, Any]] = (write_key or "", host, options)
             analytics = segment_client.make_client(write_key or "", host, **options)
         self._analytics = analytics
@@ -441,7 +443,7 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             drained = self._wait_worker(deadline if batch is None else max(deadline, time.monotonic() + 0.1))
             if batch is not None:
                 drained = batch.post(deadline) and drained
-                if not self._analytics.queue.unfinished_tasks:
+                if not segment_client.unfinished(self._analytics):
                     return drained  # nothing on Segment's queue (your own events would be): no wait on it
             enqueued = self._stats.enqueued.value
             drained = drained and segment_client.wait_drained(
@@ -522,26 +524,3 @@ class SegmentExposureTrackingProvider(ExposureWorker):
     def __repr__(self) -> str:
         host = getattr(self._analytics, "host", None)
         return f"<SegmentExposureTrackingProvider host={host!r} owns_client={self._owns_client}>"
-
-
-def _public_on_error(provider: SegmentExposureTrackingProvider, user_on_error: Any) -> Any:
-    """The ``on_error`` given to a new Client when consumer hooks cannot be used: failures still count.
-
-    It holds the provider weakly, and no exception escapes into Segment's consumer thread.
-    """
-    ref = weakref.ref(provider)
-
-    def on_error(exc: BaseException, batch: list[dict[str, Any]]) -> None:
-        live = ref()
-        if live is not None:
-            try:
-                live._on_failed(exc, batch)
-            except Exception:  # pragma: no cover - defensive: never break the consumer
-                log.exception("segment-exposure: failure accounting raised")
-        if user_on_error is not None:
-            try:
-                user_on_error(exc, batch)
-            except Exception:
-                log.exception("segment-exposure: the Segment client's on_error callback raised; ignored")
-
-    return on_error

@@ -15,13 +15,15 @@ import inspect
 import json
 import logging
 import os
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from segment_exposure.tracking import segment_client
 
-__all__ = ["FORCE_PUBLIC_API_ENV", "Internals", "check_internals"]
+__all__ = ["FORCE_PUBLIC_API_ENV", "Internals", "check_internals", "fallback_on_error"]
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +141,30 @@ def _checked(forced: bool) -> Internals:
 def check_internals() -> Internals:
     """The self-check's verdict, computed (and warned about) once per process."""
     return _checked(os.environ.get(FORCE_PUBLIC_API_ENV, "") not in ("", "0"))
+
+
+ErrorCallback = Callable[[BaseException, list[dict[str, Any]]], None]
+
+
+def fallback_on_error(on_failed: ErrorCallback, user_on_error: ErrorCallback | None) -> ErrorCallback:
+    """The ``on_error`` given to a new ``Client`` when consumer hooks cannot be used: failures still count.
+
+    ``on_failed`` (a provider's bound method) is held weakly, so the client does not keep the provider
+    alive; no exception escapes into Segment's consumer thread, where one would end it for good.
+    """
+    ref = weakref.WeakMethod(on_failed)
+
+    def on_error(exc: BaseException, batch: list[dict[str, Any]]) -> None:
+        failed = ref()
+        if failed is not None:
+            try:
+                failed(exc, batch)
+            except Exception:  # pragma: no cover - defensive: never break the consumer
+                log.exception("segment-exposure: failure accounting raised")
+        if user_on_error is not None:
+            try:
+                user_on_error(exc, batch)
+            except Exception:
+                log.exception("segment-exposure: the Segment client's on_error callback raised; ignored")
+
+    return on_error

@@ -25,11 +25,16 @@ __all__ = [
     "enqueue",
     "forget_parent_threads",
     "instrument",
+    "is_fatal",
     "is_task_queue",
     "main_thread_signals",
     "make_client",
+    "post_batch",
+    "retry_after_seconds",
     "revive_after_fork",
     "stop_consumers",
+    "unfinished",
+    "upload_size",
     "wait_drained",
     "wait_for_room",
     "wire_message",
@@ -265,6 +270,50 @@ def wait_for_room(
                 return False
             q.not_full.wait(min(remaining, 0.25))
     return True
+
+
+def unfinished(client: Any) -> int:
+    """Messages on the client's queue not yet done by its consumer (0 for a client without a queue)."""
+    return int(getattr(getattr(client, "queue", None), "unfinished_tasks", 0) or 0)
+
+
+def upload_size(client: Any) -> int:
+    """The most messages the client's consumer puts in one request (its ``upload_size``, default 100)."""
+    consumers = getattr(client, "consumers", None) or ()
+    return max(1, int(getattr(consumers[0], "upload_size", 100) if consumers else 100))
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True for the error Segment's consumer raises for what no retry can fix (``FatalError``)."""
+    from segment.analytics.consumer import FatalError
+
+    return isinstance(exc, FatalError)
+
+
+def retry_after_seconds(response: Any) -> float:
+    """The seconds a 429/503 response asked for (``Retry-After``), 0 when it asked for none."""
+    from segment.analytics.request import parse_retry_after
+
+    try:
+        return float(parse_retry_after(response) or 0.0)
+    except Exception:
+        return 0.0
+
+
+def post_batch(client: Any, batch: list[dict[str, Any]], *, timeout: float, retry_count: int) -> None:
+    """POST ``batch`` with the client's settings through Segment's own ``request.post``; raises on failure."""
+    from segment.analytics.request import post
+
+    post(
+        client.write_key,
+        getattr(client, "host", None),
+        gzip=bool(getattr(client, "gzip", False)),
+        timeout=min(float(getattr(client, "timeout", 15) or 15), timeout),
+        proxies=getattr(client, "proxies", None),
+        oauth_manager=getattr(client, "oauth_manager", None),
+        retry_count=retry_count,
+        batch=batch,
+    )
 
 
 def stop_consumers(client: Any, deadline: float) -> None:
