@@ -30,8 +30,11 @@ __all__ = [
     "UntestedSDKVersionError",
     "as_sdk_user",
     "check_tested_sdk_version",
+    "exposure_service",
+    "has_assignment_service",
     "require_sdk",
     "sdk_version",
+    "set_exposure_service",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,25 @@ def check_tested_sdk_version(version: str | None = None) -> str:
             "segment_exposure.experiment.ExposureTrackingClient, which relies on public API only."
         )
     return version
+
+
+def exposure_service(client: Any) -> Any:
+    """``LocalEvaluationClient.exposure_service``, which ``evaluate_v2`` hands tracked exposures to."""
+    if not hasattr(client, "exposure_service"):
+        raise UntestedSDKVersionError(
+            "this amplitude-experiment LocalEvaluationClient has no exposure_service attribute to replace"
+        )
+    return client.exposure_service
+
+
+def set_exposure_service(client: Any, service: Any) -> None:
+    """Put ``service`` where ``evaluate_v2`` looks for the exposure service."""
+    client.exposure_service = service
+
+
+def has_assignment_service(client: Any) -> bool:
+    """True when a ``LocalEvaluationClient`` was given an ``assignment_config`` (it sends assignments)."""
+    return getattr(client, "assignment_service", None) is not None
 
 
 _user_fields: frozenset[str] | None = None

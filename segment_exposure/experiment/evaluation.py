@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from ._sdk import FetchWatch, as_sdk_user, require_sdk
+from ._sdk import FetchWatch, as_sdk_user, has_assignment_service, require_sdk
 
 __all__ = ["EvaluationError", "Evaluator", "LocalEvaluator", "RemoteEvaluator", "evaluator_for"]
 
@@ -37,7 +37,7 @@ class LocalEvaluator:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        if getattr(client, "assignment_service", None) is not None:
+        if has_assignment_service(client):
             log.warning(
                 "segment-exposure: this LocalEvaluationClient has an assignment_config, so the SDK sends "
                 "[Experiment] Assignment events to Amplitude on every evaluation besides these $exposure "
