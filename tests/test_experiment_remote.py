@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -147,3 +148,47 @@ def test_sdk_stale_connection_after_an_error_is_contained(
     assert experiment.provider.flush(10)
     assert list(by_user(collector)) == ["carol-0003"]
     assert experiment.stats()["errors"] == 2
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on: bound, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("fault", ["server-500", "connection-refused", "timeout", "not-json"])
+def test_each_kind_of_fetch_failure_is_an_error_without_reading_logs(
+    fault: str, collector: SegmentCollector, make_provider: Any, flag_server: FlagConfigServer
+) -> None:
+    """A failed fetch returns {} like an answer with no flags: told apart with the SDK's logger silent."""
+    silent = logging.getLogger(f"test-silent-amplitude-{fault}")
+    silent.disabled = True  # nothing the SDK logs can be read
+    url = f"http://127.0.0.1:{_closed_port()}" if fault == "connection-refused" else flag_server.url
+    client = RemoteEvaluationClient(
+        flag_server.deployment_key,
+        RemoteEvaluationConfig(server_url=url, fetch_timeout_millis=300, fetch_retries=0, logger=silent),
+    )
+    try:
+        experiment = ExposureTrackingClient(client, make_provider())
+        if fault == "server-500":
+            flag_server.fail(500, path=VARDATA_PATH)
+        elif fault == "timeout":
+            flag_server.fail(200, path=VARDATA_PATH, delay=2.0, body=b"{}")
+        elif fault == "not-json":
+            flag_server.fail(200, path=VARDATA_PATH, body=b"<html>proxy error</html>")
+        assert experiment.variant(ALICE, "checkout-flow", fallback="safe").key == "safe"
+        stats = experiment.stats()
+        assert (stats["errors"], stats["fallbacks"]) == (1, 1)
+        if fault != "connection-refused":
+            # The same client, the server answering again: a real answer, and an empty one, are no errors.
+            assert experiment.variant(BOB, "checkout-flow").key == "control"
+            flag_server.set_flags([])
+            assert experiment.variant(CAROL, "checkout-flow", fallback="safe").key == "safe"
+            stats = experiment.stats()
+            assert (stats["errors"], stats["fallbacks"]) == (1, 2)
+    finally:
+        client.close()
+    assert experiment.provider.flush(10)
+    assert list(by_user(collector)) == ([] if fault == "connection-refused" else ["bob-00002"])

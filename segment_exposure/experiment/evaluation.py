@@ -8,10 +8,9 @@ into the same contract, and ask nothing of Amplitude beyond the variants.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Protocol
 
-from ._sdk import as_sdk_user, require_sdk
+from ._sdk import FetchWatch, as_sdk_user, has_assignment_service, require_sdk
 
 __all__ = ["EvaluationError", "Evaluator", "LocalEvaluator", "RemoteEvaluator", "evaluator_for"]
 
@@ -38,7 +37,7 @@ class LocalEvaluator:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        if getattr(client, "assignment_service", None) is not None:
+        if has_assignment_service(client):
             log.warning(
                 "segment-exposure: this LocalEvaluationClient has an assignment_config, so the SDK sends "
                 "[Experiment] Assignment events to Amplitude on every evaluation besides these $exposure "
@@ -50,37 +49,6 @@ class LocalEvaluator:
         if not isinstance(result, dict):
             raise EvaluationError(f"evaluate_v2 returned {type(result).__name__}, not a dict")
         return result
-
-
-class _FetchFailures(logging.Filter):
-    """Counts, per thread, the fetch failures ``RemoteEvaluationClient`` logs instead of raising.
-
-    With its default ``fetch_retries=0`` a failed fetch logs "[Experiment] Fetch failed" and returns
-    ``{}``, which otherwise reads as "no flags". The client logs on the calling thread, so a
-    thread-local count taken around the call tells the two apart.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._local = threading.local()
-
-    def count(self) -> int:
-        n: int = getattr(self._local, "n", 0)
-        return n
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and str(record.msg).startswith("[Experiment] Fetch failed"):
-            self._local.n = self.count() + 1
-        return True
-
-    @classmethod
-    def on(cls, logger: logging.Logger) -> _FetchFailures:
-        for existing in logger.filters:
-            if isinstance(existing, cls):
-                return existing
-        watch = cls()
-        logger.addFilter(watch)
-        return watch
 
 
 class RemoteEvaluator:
@@ -98,19 +66,27 @@ class RemoteEvaluator:
         from amplitude_experiment.remote.fetch_options import FetchOptions
 
         self._options = FetchOptions
-        logger = getattr(client, "logger", None)
-        self._failures = _FetchFailures.on(logger) if isinstance(logger, logging.Logger) else None
+        self._watch = FetchWatch(client)
+        if not self._watch.usable:
+            log.warning(
+                "segment-exposure: this RemoteEvaluationClient has no _connection_pool with acquire/release "
+                "(an amplitude-experiment version not checked here): a fetch that fails with no retries "
+                "left returns {} and reads as 'no flags' (fallbacks) instead of as an error"
+            )
 
     def evaluate(self, user: object, flag_keys: list[str] | None) -> dict[str, Any]:
         options = self._options(tracksAssignment=False, tracksExposure=False, flagKeys=flag_keys or None)
-        before = self._failures.count() if self._failures is not None else 0
+        watch = self._watch
+        watch.start()
         result = self.client.fetch_v2(as_sdk_user(user), options)
         if result is None:
             raise EvaluationError("fetch_v2 failed (the server rejected the request)")
         if not isinstance(result, dict):
             raise EvaluationError(f"fetch_v2 returned {type(result).__name__}, not a dict")
-        if not result and self._failures is not None and self._failures.count() > before:
-            raise EvaluationError("fetch_v2 failed (see the 'Amplitude' logger)")
+        if not result and watch.usable:
+            failure = watch.failure()
+            if failure is not None:
+                raise EvaluationError(f"fetch_v2 failed: {failure}")
         return result
 
 

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from ._sdk import UntestedSDKVersionError, check_tested_sdk_version, require_sdk
+from . import _sdk
+from ._sdk import check_tested_sdk_version, require_sdk
 from .rules import ExposureTrackingProvider, TrackingStats, track_flag
 
 __all__ = ["SegmentExposureService", "route_sdk_exposures"]
@@ -94,8 +95,8 @@ class SegmentExposureService:
 
     def restore(self) -> None:
         """Put the SDK's own exposure service back on the client this service was installed on."""
-        if self._client is not None and self._client.exposure_service is self:
-            self._client.exposure_service = self.replaced
+        if self._client is not None and _sdk.exposure_service(self._client) is self:
+            _sdk.set_exposure_service(self._client, self.replaced)
         self._client = None
 
     def stats(self) -> dict[str, Any]:
@@ -120,17 +121,13 @@ def route_sdk_exposures(
             "route_sdk_exposures() needs an amplitude_experiment.LocalEvaluationClient "
             f"(got {type(client).__name__}); wrap other clients with ExposureTrackingClient"
         )
-    if not hasattr(client, "exposure_service"):
-        raise UntestedSDKVersionError(
-            "this amplitude-experiment LocalEvaluationClient has no exposure_service attribute to replace"
-        )
+    current = _sdk.exposure_service(client)
     if not callable(getattr(provider, "track", None)):
         raise TypeError("provider must have a track(exposure, user) method")
-    current = client.exposure_service
     if isinstance(current, SegmentExposureService):
         current.restore()
-        current = client.exposure_service
-    if getattr(client, "assignment_service", None) is not None:
+        current = _sdk.exposure_service(client)
+    if _sdk.has_assignment_service(client):
         log.warning(
             "segment-exposure: this LocalEvaluationClient has an assignment_config: the SDK still sends "
             "[Experiment] Assignment events to Amplitude directly; remove it to use Segment only"
@@ -139,5 +136,5 @@ def route_sdk_exposures(
         provider, track_default_variants=track_default_variants, replaced=current
     )
     service._client = client
-    client.exposure_service = service
+    _sdk.set_exposure_service(client, service)
     return service

@@ -86,6 +86,8 @@ class _Fault:
     path: str | None
     remaining: int
     close: bool
+    body: bytes | None = None
+    delay: float = 0.0
 
 
 class FlagConfigServer(LoopbackServer):
@@ -147,16 +149,24 @@ class FlagConfigServer(LoopbackServer):
             return self._generation
 
     def fail(
-        self, status: int = 503, *, count: int = 1, path: str | None = None, close_connection: bool = True
+        self,
+        status: int = 503,
+        *,
+        count: int = 1,
+        path: str | None = None,
+        close_connection: bool = True,
+        body: bytes | None = None,
+        delay: float = 0.0,
     ) -> None:
         """Answer ``status`` to the next ``count`` requests (to ``path`` only, when given).
 
         ``close_connection`` sends ``Connection: close`` with the error, so a client starts the next
         request on a fresh connection; False keeps the connection open, as a CDN in front of the
-        real servers may.
+        real servers may. ``body`` replaces the JSON error with these raw bytes (a proxy's HTML page
+        with a 200, say); ``delay`` answers that many seconds late (a client's read timeout).
         """
         with self._cond:
-            self._faults.append(_Fault(status, path, count, close_connection))
+            self._faults.append(_Fault(status, path, count, close_connection, body, delay))
 
     # -- what was asked ------------------------------------------------------------------------------
 
@@ -201,16 +211,20 @@ class FlagConfigServer(LoopbackServer):
     def _answer(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, Any, int, bool]:
-        """``(status, JSON payload, generation, close)``; ``headers`` has lower-case names."""
+        """``(status, JSON payload or raw bytes, generation, close)``; ``headers`` has lower-case names."""
         with self._cond:
             generation = self._generation
-            for fault in self._faults:
-                if fault.path is None or fault.path == path:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault.status, {"error": f"injected {fault.status}"}, generation, fault.close
+            fault = next((f for f in self._faults if f.path is None or f.path == path), None)
+            if fault is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
             flags = self._flags
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)  # the fault itself: a server that answers late
+            payload = fault.body if fault.body is not None else {"error": f"injected {fault.status}"}
+            return fault.status, payload, generation, fault.close
         status, payload = self._route(method, path, headers, body, flags, generation)
         return status, payload, generation, False
 
@@ -299,6 +313,9 @@ def _handler_for(server: FlagConfigServer) -> type[BaseHTTPRequestHandler]:
             # Recorded before the answer goes out: a client that has its answer finds its request here.
             headers_seen = tuple(self.headers.items())
             server._record(ExperimentRequest(method, path, query, headers_seen, body, status, generation))
-            self.send_json(status, payload, close=close)
+            if isinstance(payload, bytes):
+                self.send_raw(status, payload, close=close)
+            else:
+                self.send_json(status, payload, close=close)
 
     return Handler

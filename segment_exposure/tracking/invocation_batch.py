@@ -21,6 +21,8 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
+from segment_exposure.tracking import segment_client
+
 __all__ = ["InvocationBatch"]
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,7 @@ def _status(exc: BaseException) -> int | None:
 
 def _retryable(exc: BaseException) -> bool:
     """What Segment's own client would retry: network errors, 408/410/429/460 and 5xx but 501/505."""
-    from segment.analytics.consumer import FatalError
-
-    if isinstance(exc, (_OutOfTime, FatalError)):
+    if isinstance(exc, _OutOfTime) or segment_client.is_fatal(exc):
         return False
     status = _status(exc)
     if status is None:
@@ -77,12 +77,7 @@ def _retry_after(state: RetryCallState) -> float:
     response = getattr(exc, "response", None)
     if response is None:
         return 0.0
-    from segment.analytics.request import parse_retry_after
-
-    try:
-        return float(parse_retry_after(response) or 0.0)
-    except Exception:
-        return 0.0
+    return segment_client.retry_after_seconds(response)
 
 
 class InvocationBatch:
@@ -100,8 +95,7 @@ class InvocationBatch:
         self._messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._post_lock = threading.Lock()
-        consumers = getattr(client, "consumers", None) or ()
-        self._upload_size = max(1, int(getattr(consumers[0], "upload_size", 100) if consumers else 100))
+        self._upload_size = segment_client.upload_size(client)
         self._wait = wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.02)
         _live.add(self)
 
@@ -150,8 +144,6 @@ class InvocationBatch:
         return chunks
 
     def _post_chunk(self, chunk: list[dict[str, Any]], deadline: float) -> bool:
-        from segment.analytics.request import post
-
         client = self._client
 
         def stop(state: RetryCallState) -> bool:
@@ -168,15 +160,8 @@ class InvocationBatch:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise _OutOfTime()
-                    post(
-                        client.write_key,
-                        getattr(client, "host", None),
-                        gzip=bool(getattr(client, "gzip", False)),
-                        timeout=min(float(getattr(client, "timeout", 15) or 15), remaining),
-                        proxies=getattr(client, "proxies", None),
-                        oauth_manager=getattr(client, "oauth_manager", None),
-                        retry_count=attempt.retry_state.attempt_number - 1,
-                        batch=chunk,
+                    segment_client.post_batch(
+                        client, chunk, timeout=remaining, retry_count=attempt.retry_state.attempt_number - 1
                     )
         except Exception as exc:
             reason = "flush_deadline" if _retryable(exc) or isinstance(exc, _OutOfTime) else "delivery_failed"

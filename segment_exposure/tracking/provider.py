@@ -24,7 +24,7 @@ from typing import Any
 from segment_exposure.exposure import Exposure
 from segment_exposure.identity.ids import as_id
 from segment_exposure.identity.user import _bound, _request_context
-from segment_exposure.tracking import deployment, invocation_batch, segment_client
+from segment_exposure.tracking import deployment, invocation_batch, segment_check, segment_client
 from segment_exposure.tracking.dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from segment_exposure.tracking.message_id import hash_key
 from segment_exposure.tracking.stats import ProviderStats
@@ -114,12 +114,25 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         if flush_timeout < 0:
             raise ValueError("flush_timeout must be >= 0")
         self._owns_client = analytics is None
+        # What of segment-analytics-python's inside may be used; the public API where not (segment_check).
+        self._internals = segment_check.check_internals()
         if analytics is None:
             options = {"max_queue_size": max_queue_size, **(client_options or {})}
+            if not self._internals.consumer_hooks:
+                options["on_error"] = segment_check.fallback_on_error(
+                    self._on_failed, options.get("on_error")
+                )
+            self._client_args: tuple[str, str | None, dict[str, Any]] = (write_key or "", host, options)
             analytics = segment_client.make_client(write_key or "", host, **options)
         self._analytics = analytics
+        if not self._internals.consumer_hooks and not self._owns_client:
+            deployment.warn_once(
+                "segment-exposure: without segment-analytics-python internals (see the warning above), "
+                "failures of the Segment client you passed reach only its own on_error: the provider "
+                "counts what a flush drains as delivered; pass write_key= so failures are counted too"
+            )
         # A real asynchronous Segment client: messages go straight onto its queue (see wire_message).
-        self._direct = segment_client.accepts_direct_enqueue(analytics)
+        self._direct = segment_client.accepts_direct_enqueue(analytics) and self._internals.direct_enqueue
         # An in-memory, sync_mode or send=False client: track() returning is the delivery.
         self._synchronous = (
             not segment_client.is_task_queue(getattr(analytics, "queue", None))
@@ -178,10 +191,12 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         self._final = False
         self._full_warned = 0.0
         self._full_drops = 0
-        segment_client.instrument(self._analytics, self._on_delivered, self._on_failed)
+        if self._internals.consumer_hooks:
+            segment_client.instrument(self._analytics, self._on_delivered, self._on_failed)
         self._worker = threading.Thread(target=self._run, name="segment-exposure-worker", daemon=True)
         with segment_client.main_thread_signals():
             self._worker.start()
+        self._drain_lock = threading.Lock()
         self._pid = _getpid()  # last: a process-id match means this runtime is ready
 
     def _check_process(self, *, revive: bool) -> None:
@@ -223,7 +238,20 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         if hasattr(self._analytics, "consumers") and segment_client.is_task_queue(
             getattr(self._analytics, "queue", None)
         ):
-            segment_client.revive_after_fork(self._analytics)
+            if self._internals.revive_in_place:
+                segment_client.revive_after_fork(self._analytics)
+            elif self._owns_client:
+                # The public way: a new client (the parent's, whose threads do not exist here, is dropped).
+                segment_client.forget_parent_threads(self._analytics)
+                atexit.unregister(self._analytics.join)
+                key, host, options = self._client_args
+                self._analytics = segment_client.make_client(key, host, **options)
+            else:
+                deployment.warn_once(
+                    "segment-exposure: after fork, the Segment client you passed cannot be given new "
+                    "consumer threads without segment-analytics-python internals (see the warning above): "
+                    "exposures from this process stay queued; pass write_key= so the provider owns its client"
+                )
         self._init_runtime()
         # A pool process that ends with os._exit() runs no exit hook: flush on its own exit signal.
         deployment.on_pool_process_exit(self._at_exit, f"segment-exposure-{id(self)}")
@@ -415,13 +443,32 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             drained = self._wait_worker(deadline if batch is None else max(deadline, time.monotonic() + 0.1))
             if batch is not None:
                 drained = batch.post(deadline) and drained
-                if not self._analytics.queue.unfinished_tasks:
+                if not segment_client.unfinished(self._analytics):
                     return drained  # nothing on Segment's queue (your own events would be): no wait on it
-            drained = drained and segment_client.wait_drained(self._analytics, deadline)
+            enqueued = self._stats.enqueued.value
+            drained = drained and segment_client.wait_drained(
+                self._analytics, deadline, conditions=self._internals.queue_conditions
+            )
+            if drained:
+                self._settle_drained(enqueued)
             return drained and self._stats.dropped["delivery_failed"].value == failures_before
         except Exception:
             log.exception("segment-exposure: flush failed")
             return False
+
+    def _settle_drained(self, enqueued: int) -> None:
+        """Without consumer hooks: what was enqueued before a drain, and did not fail, was delivered.
+
+        Segment's consumer calls ``on_error`` before it marks a failed batch done, so once the queue has
+        drained every failure among those messages has been counted.
+        """
+        if self._internals.consumer_hooks or self._synchronous:
+            return
+        with self._drain_lock:
+            stats = self._stats
+            known = stats.delivered.value + stats.dropped["delivery_failed"].value
+            if enqueued > known:
+                self._settle("delivered", enqueued - known)
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Flush within ``timeout``, then stop the worker (and the Segment client, if owned).

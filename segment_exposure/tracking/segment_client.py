@@ -1,9 +1,10 @@
-"""Everything that knows the inside of segment-analytics-python's ``Client``.
+"""Everything that knows the inside of segment-analytics-python's ``Client`` (checked: 2.3.1-2.4.0).
 
 The provider relies on a few facts about it (pinned by tests):
 ``client.queue`` is a ``queue.Queue``, ``client.consumers`` are threads that call ``self.request(batch)``
 and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` posts through one global
-``requests.Session``. Keeping that knowledge here means one place to change when the library does.
+``requests.Session``. Keeping that knowledge here means one place to change when the library does;
+``segment_check`` verifies it at start-up, and the provider uses the public API where it does not hold.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ __all__ = [
     "enqueue",
     "forget_parent_threads",
     "instrument",
+    "is_fatal",
     "is_task_queue",
     "main_thread_signals",
     "make_client",
+    "post_batch",
+    "retry_after_seconds",
     "revive_after_fork",
     "stop_consumers",
+    "unfinished",
+    "upload_size",
     "wait_drained",
+    "wait_for_room",
     "wire_message",
 ]
 
@@ -197,13 +204,25 @@ def enqueue(client: Any, message: dict[str, Any]) -> bool:
     return True
 
 
-def wait_drained(client: Any, deadline: float) -> bool:
+def wait_drained(client: Any, deadline: float, *, conditions: bool = True) -> bool:
     """Wait until the client's queue has no unfinished messages, or ``deadline`` (monotonic) passes.
 
     ``Client.flush()`` is ``queue.join()`` with no timeout, which can block for minutes during an outage;
-    this waits on the same condition with a deadline.
+    this waits on the same condition with a deadline. With ``conditions=False`` (the self-check's
+    fallback) it runs the public ``Client.flush()`` on a helper thread and waits for that instead.
     """
     q = getattr(client, "queue", None)
+    if not conditions and callable(getattr(client, "flush", None)):
+        done = threading.Event()
+
+        def run_flush() -> None:
+            try:
+                client.flush()
+            finally:
+                done.set()
+
+        threading.Thread(target=run_flush, name="segment-exposure-flush", daemon=True).start()
+        return done.wait(max(0.0, deadline - time.monotonic()))
     if not is_task_queue(q):
         flush = getattr(client, "flush", None)
         if flush is not None:
@@ -224,6 +243,77 @@ def wait_drained(client: Any, deadline: float) -> bool:
                 return False
             all_tasks_done.wait(remaining)
     return True
+
+
+def wait_for_room(
+    client: Any, deadline: float, stopped: Callable[[], bool], *, conditions: bool = True
+) -> bool:
+    """Wait until the client's queue has room, ``deadline`` (monotonic) passes or ``stopped()``.
+
+    Waits on ``queue.Queue``'s ``not_full`` condition; polls the public ``full()`` with ``conditions=False``
+    and for gevent's queue, which has no condition (its sleep yields).
+    """
+    q = getattr(client, "queue", None)
+    if not is_task_queue(q):
+        return False
+    if not conditions or not hasattr(q, "not_full"):
+        while q.full():
+            if time.monotonic() >= deadline or stopped():
+                return False
+            time.sleep(0.05)
+        return True
+    with q.not_full:
+        # len(q.queue), not q.qsize(): qsize() takes q.mutex, which not_full already holds.
+        while q.maxsize > 0 and len(q.queue) >= q.maxsize:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stopped():
+                return False
+            q.not_full.wait(min(remaining, 0.25))
+    return True
+
+
+def unfinished(client: Any) -> int:
+    """Messages on the client's queue not yet done by its consumer (0 for a client without a queue)."""
+    return int(getattr(getattr(client, "queue", None), "unfinished_tasks", 0) or 0)
+
+
+def upload_size(client: Any) -> int:
+    """The most messages the client's consumer puts in one request (its ``upload_size``, default 100)."""
+    consumers = getattr(client, "consumers", None) or ()
+    return max(1, int(getattr(consumers[0], "upload_size", 100) if consumers else 100))
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True for the error Segment's consumer raises for what no retry can fix (``FatalError``)."""
+    from segment.analytics.consumer import FatalError
+
+    return isinstance(exc, FatalError)
+
+
+def retry_after_seconds(response: Any) -> float:
+    """The seconds a 429/503 response asked for (``Retry-After``), 0 when it asked for none."""
+    from segment.analytics.request import parse_retry_after
+
+    try:
+        return float(parse_retry_after(response) or 0.0)
+    except Exception:
+        return 0.0
+
+
+def post_batch(client: Any, batch: list[dict[str, Any]], *, timeout: float, retry_count: int) -> None:
+    """POST ``batch`` with the client's settings through Segment's own ``request.post``; raises on failure."""
+    from segment.analytics.request import post
+
+    post(
+        client.write_key,
+        getattr(client, "host", None),
+        gzip=bool(getattr(client, "gzip", False)),
+        timeout=min(float(getattr(client, "timeout", 15) or 15), timeout),
+        proxies=getattr(client, "proxies", None),
+        oauth_manager=getattr(client, "oauth_manager", None),
+        retry_count=retry_count,
+        batch=batch,
+    )
 
 
 def stop_consumers(client: Any, deadline: float) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from segment_exposure.tracking import segment_client
 from segment_exposure.tracking.deployment import PLATFORM_VARIABLES, detect_platform
 
 if TYPE_CHECKING:  # annotations only
@@ -87,8 +88,7 @@ def lambda_context(scope_or_environ: Mapping[str, Any]) -> object | None:
 def _idle(provider: SegmentExposureTrackingProvider) -> bool:
     """True when nothing tracked awaits delivery: a flush would send nothing and need no thread hop."""
     outstanding = provider._stats.tracked.value - provider._settled
-    queue = getattr(provider.analytics, "queue", None)
-    return outstanding <= 0 and not getattr(queue, "unfinished_tasks", 0)
+    return outstanding <= 0 and not segment_client.unfinished(provider.analytics)
 
 
 def _flush(provider: SegmentExposureTrackingProvider, seconds: float) -> bool:

@@ -23,6 +23,7 @@ from segment_exposure.tracking import segment_client
 from segment_exposure.tracking.dedupe import Decision
 from segment_exposure.tracking.invocation_batch import InvocationBatch
 from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX, exposure_message_id
+from segment_exposure.tracking.segment_check import Internals
 from segment_exposure.tracking.stats import ProviderStats
 
 __all__ = ["ExposureWorker"]
@@ -88,6 +89,7 @@ class ExposureWorker:
     _full_drops: int
     _worker: threading.Thread
     _closed: bool
+    _internals: Internals
     include_metadata: bool
 
     # Per-invocation delivery (segment_exposure.serverless): exposures held for the flushing thread to
@@ -247,24 +249,12 @@ class ExposureWorker:
         return False
 
     def _wait_for_room(self) -> bool:
-        q = getattr(self._analytics, "queue", None)
-        if not segment_client.is_task_queue(q):
-            return False
-        deadline = time.monotonic() + 60.0
-        if not hasattr(q, "not_full"):  # gevent's queue.Queue: poll (its sleep yields)
-            while q.full():
-                if time.monotonic() >= deadline or self._closed:
-                    return False
-                time.sleep(0.05)
-            return True
-        with q.not_full:
-            # len(q.queue), not q.qsize(): qsize() takes q.mutex, which not_full already holds.
-            while q.maxsize > 0 and len(q.queue) >= q.maxsize:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
-                    return False
-                q.not_full.wait(min(remaining, 0.25))
-        return True
+        return segment_client.wait_for_room(
+            self._analytics,
+            time.monotonic() + 60.0,
+            lambda: self._closed,
+            conditions=self._internals.queue_conditions,
+        )
 
     # -- Segment's consumer thread reports here ------------------------------------------------------
 
