@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import time as _time
 from typing import Any
 
@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 #: characters cannot reach it, so only larger ones pay for an exact check on the caller's thread.
 _CHEAP_SIZE_BOUND = 4_000
 
-# Active capture_exposures() blocks (segment_exposure.testing); checked once per accepted exposure.
-_captures: list[Any] = []
+#: Listeners every new provider starts with (``testing.capture_exposures`` adds one for its block); read
+#: once per provider, in ``__init__``, never on the hot path.
+_default_listeners: list[Callable[[dict[str, Any]], object]] = []
 
 _redactor = segment_client.RedactingFilter()
 # A logger's filters see only its own records, not its children's: Segment's logger and each of ours on
@@ -146,6 +147,7 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             deployment.warn_once(problem)
         if (problem := deployment.stop_skips_exit_hooks(flush_on_sigterm)) is not None:
             deployment.warn_once(problem)
+        self._listeners: tuple[Callable[[dict[str, Any]], object], ...] = tuple(_default_listeners)
         _live.add(self)
         atexit.register(self._at_exit)
         if flush_on_sigterm:
@@ -370,8 +372,8 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         pending = _Pending(exposure, user, user_id, device_id, now, decision, request_context)
         self._queue.put(pending)
         self._stats.tracked.incr()
-        if _captures:
-            self._notify_captures(pending)
+        if self._listeners:
+            self._notify_listeners(pending)
         return True
 
     def _drop(self, reason: str, exposure: object) -> bool:
@@ -390,10 +392,36 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         message["type"] = "track"
         return len(json.dumps(message, default=str).encode()) > _MAX_MESSAGE_BYTES - 512
 
-    def _notify_captures(self, pending: _Pending) -> None:
+    def _notify_listeners(self, pending: _Pending) -> None:
         message = self.build_message(pending)
-        for capture in list(_captures):
-            capture._record(self, message)
+        for listener in self._listeners:
+            try:
+                listener(dict(message))
+            except Exception:
+                log.exception("segment-exposure: exposure listener %r failed", listener)
+
+    # -- listeners -----------------------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], object]) -> None:
+        """Call ``listener`` with each exposure this provider accepts (after dedupe), on the caller's thread.
+
+        It gets the keyword arguments handed to Segment's ``Client.track()`` (``event``, ``user_id``,
+        ``anonymous_id``, ``properties``, ``context``, ``timestamp``, ``message_id``). Meant for tests and
+        auditing: building that message costs the caller's thread what the worker would otherwise do.
+        A listener that raises is logged and does not affect tracking.
+        """
+        if not callable(listener):
+            raise TypeError("listener must be callable")
+        with _process_lock():
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Callable[[dict[str, Any]], object]) -> None:
+        """Stop calling ``listener``; removing one that was never added does nothing."""
+        with _process_lock():
+            listeners = list(self._listeners)
+            if listener in listeners:
+                listeners.remove(listener)
+            self._listeners = tuple(listeners)
 
     # -- flushing ------------------------------------------------------------------------------------
 
