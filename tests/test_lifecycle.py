@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 from segment_exposure.testing import InMemorySegmentClient, capture_exposures
+from segment_exposure.tracking import provider as _provider
 
 
 def test_listener_gets_each_accepted_exposure_until_removed() -> None:
@@ -74,3 +79,92 @@ def test_capture_exposures_covers_providers_created_inside_and_detaches() -> Non
         inside.shutdown(1)
     finally:
         before.shutdown(1)
+
+
+_IMPORT_PROBE = """
+import atexit, importlib, json, logging, os, pkgutil, signal, sys, threading
+
+# Segment's modules, imported first: ours may not patch them
+import segment.analytics.client, segment.analytics.consumer
+
+def ours(fn):
+    owner = getattr(fn, "__self__", None)
+    module = getattr(fn, "__module__", None) or getattr(type(owner), "__module__", "")
+    return str(module).startswith("segment_exposure")
+
+fork_hooks, exit_hooks = [], []
+real_fork, real_exit = os.register_at_fork, atexit.register
+def register_at_fork(**hooks):
+    fork_hooks.extend(repr(h) for h in hooks.values() if ours(h))
+    return real_fork(**hooks)
+def register(fn, *args, **kwargs):
+    if ours(fn):
+        exit_hooks.append(repr(fn))
+    return real_exit(fn, *args, **kwargs)
+os.register_at_fork, atexit.register = register_at_fork, register
+
+def loggers():
+    found = {"": logging.getLogger()}
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger):
+            found[name] = logger
+    return {n: ([id(h) for h in l.handlers], [id(f) for f in l.filters]) for n, l in found.items()}
+
+def segment_classes():
+    classes = (segment.analytics.client.Client, segment.analytics.consumer.Consumer)
+    return {c.__name__: dict(vars(c)) for c in classes}
+
+uncatchable = (signal.SIGKILL, signal.SIGSTOP)
+signals = {s: signal.getsignal(s) for s in signal.valid_signals() if s not in uncatchable}
+threads, handlers, classes = set(threading.enumerate()), loggers(), segment_classes()
+
+import segment_exposure
+imported = ["segment_exposure"]
+for info in pkgutil.walk_packages(segment_exposure.__path__, "segment_exposure."):
+    if info.name.rsplit(".", 1)[-1] != "__main__":  # __main__ runs the CLI, by design
+        importlib.import_module(info.name)
+        imported.append(info.name)
+
+after = loggers()
+print(json.dumps({
+    "imported": imported,
+    "new_threads": [t.name for t in set(threading.enumerate()) - threads],
+    "fork_hooks": fork_hooks,
+    "exit_hooks": exit_hooks,
+    "signals_changed": [int(s) for s, h in signals.items() if signal.getsignal(s) != h],
+    "loggers_changed": sorted(n for n, v in after.items() if v != handlers.get(n, ([], []))),
+    "segment_patched": segment_classes() != classes,
+}))
+"""
+
+
+def test_importing_the_package_and_plugin_starts_and_patches_nothing() -> None:
+    """A fresh interpreter imports every public module (the pytest plugin too) and nothing changes."""
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert "segment_exposure.testing.pytest_plugin" in report["imported"]
+    assert "segment_exposure.integrations.django.apps" in report["imported"]
+    assert {key: value for key, value in report.items() if key != "imported"} == {
+        "new_threads": [],
+        "fork_hooks": [],
+        "exit_hooks": [],
+        "signals_changed": [],
+        "loggers_changed": [],
+        "segment_patched": False,
+    }
+
+
+def test_the_first_provider_installs_the_process_hooks() -> None:
+    """What import no longer does happens on first use: the write key is still redacted."""
+    provider = SegmentExposureTrackingProvider(analytics=InMemorySegmentClient("wk-secret-123"))
+    try:
+        segment_logger = logging.getLogger("segment")
+        assert any(isinstance(f, type(_provider._redactor)) for f in segment_logger.filters)
+        record = logging.LogRecord("segment", logging.INFO, __file__, 1, "key wk-secret-123", None, None)
+        assert all(f.filter(record) for f in segment_logger.filters)
+        assert "wk-secret-123" not in record.getMessage()
+    finally:
+        provider.shutdown(1)

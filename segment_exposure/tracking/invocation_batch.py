@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import weakref
@@ -20,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
+
+from segment_exposure._fork import after_fork_in_child
 
 __all__ = ["InvocationBatch"]
 
@@ -42,9 +43,6 @@ def _after_fork_in_child() -> None:
     # What the parent held is the parent's to send; a lock held at fork() would never be released here.
     for batch in list(_live):
         batch._reset_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _OutOfTime(Exception):
@@ -103,6 +101,7 @@ class InvocationBatch:
         consumers = getattr(client, "consumers", None) or ()
         self._upload_size = max(1, int(getattr(consumers[0], "upload_size", 100) if consumers else 100))
         self._wait = wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.02)
+        after_fork_in_child(_after_fork_in_child)
         _live.add(self)
 
     def _reset_after_fork(self) -> None:

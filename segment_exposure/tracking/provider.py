@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from time import time as _time
 from typing import Any
 
+from segment_exposure._fork import after_fork_in_child
 from segment_exposure.exposure import Exposure
 from segment_exposure.identity.ids import as_id
 from segment_exposure.identity.user import _bound, _request_context
@@ -43,18 +44,27 @@ _CHEAP_SIZE_BOUND = 4_000
 _default_listeners: list[Callable[[dict[str, Any]], object]] = []
 
 _redactor = segment_client.RedactingFilter()
-# A logger's filters see only its own records, not its children's: Segment's logger and each of ours on
-# the path to Segment (where the write key is at hand) get the redactor.
-for _name in (
-    "segment",
-    __name__,
-    segment_client.__name__,
-    deployment.__name__,
-    invocation_batch.__name__,
-    ExposureWorker.__module__,
-    f"{__package__}.serverless",  # not imported here: it imports this module
-):
-    logging.getLogger(_name).addFilter(_redactor)
+
+
+def _install_process_hooks() -> None:
+    """What every provider needs once per process, done by the first one rather than at import.
+
+    The write-key redactor goes on Segment's logger and on each of ours on the path to Segment (a
+    logger's filters see only its own records, not its children's); the at-fork hook resets providers
+    in a forked child. Adding the same filter or hook again does nothing.
+    """
+    for name in (
+        "segment",
+        __name__,
+        segment_client.__name__,
+        deployment.__name__,
+        invocation_batch.__name__,
+        ExposureWorker.__module__,
+        f"{__package__}.serverless",  # not imported here: it imports this module
+    ):
+        logging.getLogger(name).addFilter(_redactor)
+    after_fork_in_child(_after_fork_in_child)
+
 
 _live: weakref.WeakSet[SegmentExposureTrackingProvider] = weakref.WeakSet()
 
@@ -78,9 +88,6 @@ def _process_lock() -> threading.RLock:
 def _after_fork_in_child() -> None:
     for provider in list(_live):
         provider._reset_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SegmentExposureTrackingProvider(ExposureWorker):
@@ -127,6 +134,7 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             or bool(getattr(analytics, "sync_mode", False))
             or getattr(analytics, "send", True) is False
         )
+        _install_process_hooks()
         secret = getattr(analytics, "write_key", None)
         _redactor.add(secret if isinstance(secret, str) else None)
         self._hash_key = hash_key(secret if isinstance(secret, str) else None)
