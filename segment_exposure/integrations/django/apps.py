@@ -133,6 +133,23 @@ def reset() -> None:
         built[0].shutdown(built[0].flush_timeout)
 
 
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop the provider built from settings, and forget it: the next ``get_provider()`` builds
+    a new one. For tests and process teardown (without it, the exit hook flushes at exit).
+
+    ``timeout`` defaults to the provider's ``flush_timeout``. A ``PROVIDER`` given in the settings is left
+    running (whoever made it shuts it down). Returns False when something queued was not delivered.
+    """
+    global _built
+    after_fork_in_child(_after_fork_in_child)
+    with _lock:
+        built, _built = _built, None
+    if built is None or not built[1]:
+        return True
+    provider = built[0]
+    return provider.shutdown(provider.flush_timeout if timeout is None else timeout)
+
+
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == SETTING:
         reset()
