@@ -168,3 +168,25 @@ def test_the_first_provider_installs_the_process_hooks() -> None:
         assert "wk-secret-123" not in record.getMessage()
     finally:
         provider.shutdown(1)
+
+
+def test_an_int_user_id_dedupes_on_the_fast_path() -> None:
+    client = InMemorySegmentClient()
+    provider = SegmentExposureTrackingProvider(analytics=client)
+    slow_calls: list[object] = []
+    track_new = provider._track_new
+
+    def counting_track_new(*args: Any) -> bool:
+        slow_calls.append(args[1])
+        return track_new(*args)
+
+    provider._track_new = counting_track_new  # type: ignore[method-assign]
+    try:
+        for user in ({"user_id": 42}, {"user_id": 42}, {"user_id": "42"}, {"device_id": 7}, {"device_id": 7}):
+            assert provider.track(Exposure("flag", "on"), user) is True
+        assert slow_calls == [{"user_id": 42}, {"device_id": 7}]  # repeats never left the fast path
+        assert provider.flush(5)
+        assert [(m["userId"], m["anonymousId"]) for m in client.messages] == [("42", None), (None, "7")]
+        assert provider.stats()["deduplicated"] == 3
+    finally:
+        provider.shutdown(1)

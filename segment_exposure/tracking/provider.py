@@ -295,6 +295,11 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             else:
                 user_id = getattr(user, "user_id", None)
                 device_id = getattr(user, "device_id", None)
+            # An int id (a primary key) is sent as its text, and recorded under it: hash that here too.
+            if user_id.__class__ is int:
+                user_id = str(user_id)
+            if device_id.__class__ is int:
+                device_id = str(device_id)
             now = _time()
             try:
                 # dedupe_key() and DedupeCache.is_repeat(), inlined: each call would cost a tenth of
