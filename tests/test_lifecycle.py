@@ -1,18 +1,27 @@
-"""Issue 16, lifecycle: the provider's listener API and what importing the package does (nothing)."""
+"""Issue 16, lifecycle: listeners, garbage collection, int ids, and what importing does (nothing)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import queue
 import subprocess
 import sys
+import textwrap
+import threading
+import weakref
 from typing import Any
 
 import pytest
+from segment.analytics.client import Client
+from segment.analytics.consumer import Consumer
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.testing import InMemorySegmentClient, capture_exposures
+from segment_exposure.testing import InMemorySegmentClient, SegmentCollector, capture_exposures
 from segment_exposure.tracking import provider as _provider
+
+from .conftest import WRITE_KEY, wait_until
 
 
 def test_listener_gets_each_accepted_exposure_until_removed() -> None:
@@ -190,3 +199,65 @@ def test_an_int_user_id_dedupes_on_the_fast_path() -> None:
         assert provider.stats()["deduplicated"] == 3
     finally:
         provider.shutdown(1)
+
+
+def _ours_and_segments_threads() -> set[threading.Thread]:
+    return {
+        t for t in threading.enumerate() if t.name == "segment-exposure-worker" or isinstance(t, Consumer)
+    }
+
+
+def test_dropped_providers_are_collected_and_leave_no_thread_or_queue(collector: SegmentCollector) -> None:
+    """100 providers, half owning a Segment client and half wrapping one, each tracks and is dropped."""
+    gc.collect()
+    threads_before = _ours_and_segments_threads()
+    queues_before = sum(1 for o in gc.get_objects() if isinstance(o, queue.SimpleQueue))
+    providers: list[weakref.ref[SegmentExposureTrackingProvider]] = []
+    owned_clients: list[weakref.ref[Any]] = []
+    wrapped_clients: list[Client] = []
+    for i in range(100):
+        if i % 2:
+            client = Client(WRITE_KEY, host=collector.url, upload_interval=0.05)
+            wrapped_clients.append(client)
+            provider = SegmentExposureTrackingProvider(analytics=client)
+        else:
+            provider = SegmentExposureTrackingProvider(
+                WRITE_KEY, collector.url, client_options={"upload_interval": 0.05}
+            )
+            owned_clients.append(weakref.ref(provider.analytics))
+        assert provider.track(Exposure("flag", "on"), {"user_id": f"user-{i:05}"})
+        assert provider.flush(30)
+        providers.append(weakref.ref(provider))
+        del provider
+    for client in wrapped_clients:
+        client.shutdown()  # the user's own client: stopping it is the user's part
+    del wrapped_clients, client
+    gc.collect()
+    assert [p for p in providers if p() is not None] == []
+    assert [c for c in owned_clients if c() is not None] == []
+    assert wait_until(lambda: _ours_and_segments_threads() <= threads_before, timeout=30)
+    assert sum(1 for o in gc.get_objects() if isinstance(o, queue.SimpleQueue)) <= queues_before
+    assert len(collector.events()) == 100
+
+
+def test_a_live_provider_is_still_flushed_at_exit_after_others_were_collected(
+    collector: SegmentCollector,
+) -> None:
+    script = textwrap.dedent(
+        f"""
+        import gc
+        from segment_exposure import Exposure, SegmentExposureTrackingProvider
+        for i in range(5):
+            SegmentExposureTrackingProvider({WRITE_KEY!r}, {collector.url!r})
+        gc.collect()
+        options = {{"upload_interval": 0.05}}
+        kept = SegmentExposureTrackingProvider({WRITE_KEY!r}, {collector.url!r}, client_options=options)
+        kept.track(Exposure("flag", "on"), {{"user_id": "user-00001"}})
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "garbage-collected" not in result.stderr
+    assert [e["userId"] for e in collector.events()] == ["user-00001"]

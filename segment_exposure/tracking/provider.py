@@ -9,6 +9,7 @@ costs a fraction of a direct ``Client.track()`` and never waits on the network.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from segment_exposure.tracking import deployment, invocation_batch, segment_clie
 from segment_exposure.tracking.dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from segment_exposure.tracking.message_id import hash_key
 from segment_exposure.tracking.stats import ProviderStats
-from segment_exposure.tracking.worker import _MAX_MESSAGE_BYTES, _STOP, ExposureWorker, _Pending
+from segment_exposure.tracking.worker import _MAX_MESSAGE_BYTES, _STOP, ExposureWorker, _Pending, run_worker
 
 __all__ = ["SegmentExposureTrackingProvider"]
 
@@ -90,6 +91,56 @@ def _after_fork_in_child() -> None:
         provider._reset_after_fork()
 
 
+class _Lifecycle:
+    """What a provider's finalizer needs, kept apart from the provider so that it can be collected."""
+
+    queue: queue.SimpleQueue[Any] | None = None
+    exit_hook: Callable[[], object] | None = None
+    owned_client: Any = None
+    closed = False  # shut down: what was left is counted already
+
+
+def _release(life: _Lifecycle) -> None:
+    """A provider was garbage-collected: stop its worker thread and the Segment client it owned."""
+    if life.exit_hook is not None:
+        atexit.unregister(life.exit_hook)
+    if life.queue is None:
+        return
+    left = life.queue.qsize()
+    life.queue.put(_STOP)
+    client = life.owned_client
+    if client is not None:
+        left += getattr(getattr(client, "queue", None), "unfinished_tasks", 0) or 0
+        try:
+            segment_client.stop_consumers(client, 0.0)  # asks them to stop; waits for nothing
+        except RuntimeError:
+            pass  # collected on a consumer thread itself, which cannot join itself; it stops anyway
+    if left and not life.closed:
+        log.warning(
+            "segment-exposure: a provider was garbage-collected without shutdown(); "
+            "up to %d queued exposure(s) were not sent",
+            left,
+        )
+
+
+def _exit_hook(provider: weakref.ref[SegmentExposureTrackingProvider]) -> None:
+    live = provider()
+    if live is not None:
+        live._at_exit()
+
+
+def _weakly(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, called only while its object is alive, without keeping it alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+
+    return call
+
+
 class SegmentExposureTrackingProvider(ExposureWorker):
     """Sends Amplitude Experiment exposures as Segment ``$exposure`` track events.
 
@@ -145,6 +196,7 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         self.flush_timeout = flush_timeout
         self.include_metadata = include_metadata
         self._integrations = dict(integrations) if integrations else None
+        self._lifecycle = _Lifecycle()
         self._stats = ProviderStats()
         self._count_deduplicated = self._stats.deduplicated.incr_one
         self._unflushed_platform = deployment.detect_platform()
@@ -157,7 +209,14 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             deployment.warn_once(problem)
         self._listeners: tuple[Callable[[dict[str, Any]], object], ...] = tuple(_default_listeners)
         _live.add(self)
-        atexit.register(self._at_exit)
+        # The exit hook and the finalizer hold the provider weakly: one nobody references is collected,
+        # and its finalizer stops its thread (and the Segment client it owns).
+        self._exit_hook = functools.partial(_exit_hook, weakref.ref(self))
+        self._lifecycle.exit_hook = self._exit_hook
+        self._lifecycle.owned_client = analytics if self._owns_client else None
+        # Not at exit: there the exit hook flushes, and a finalizer run first would stop the worker.
+        weakref.finalize(self, _release, self._lifecycle).atexit = False
+        atexit.register(self._exit_hook)
         if flush_on_sigterm:
             self._install_sigterm_flush()
 
@@ -188,8 +247,15 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         self._final = False
         self._full_warned = 0.0
         self._full_drops = 0
-        segment_client.instrument(self._analytics, self._on_delivered, self._on_failed)
-        self._worker = threading.Thread(target=self._run, name="segment-exposure-worker", daemon=True)
+        # Weakly: Segment's consumer thread holds these, and must not keep a dropped provider alive.
+        segment_client.instrument(self._analytics, _weakly(self._on_delivered), _weakly(self._on_failed))
+        self._lifecycle.queue = self._queue
+        self._worker = threading.Thread(
+            target=run_worker,
+            args=(weakref.ref(self), self._queue),
+            name="segment-exposure-worker",
+            daemon=True,
+        )
         with segment_client.main_thread_signals():
             self._worker.start()
         self._pid = _getpid()  # last: a process-id match means this runtime is ready
@@ -236,7 +302,7 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             segment_client.revive_after_fork(self._analytics)
         self._init_runtime()
         # A pool process that ends with os._exit() runs no exit hook: flush on its own exit signal.
-        deployment.on_pool_process_exit(self._at_exit, f"segment-exposure-{id(self)}")
+        deployment.on_pool_process_exit(self._exit_hook, f"segment-exposure-{id(self)}")
 
     def _at_exit(self) -> None:
         self._check_process(revive=False)
@@ -481,8 +547,9 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         deadline = time.monotonic() + max(0.0, timeout)
         delivered = self.flush(timeout)
         self._set_state(closed=True)
+        self._lifecycle.closed = True
         try:
-            atexit.unregister(self._at_exit)
+            atexit.unregister(self._exit_hook)
             self._queue.put(_STOP)
             self._worker.join(max(0.0, deadline - time.monotonic()))
             if self._owns_client:
