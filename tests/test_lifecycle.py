@@ -261,3 +261,47 @@ def test_a_live_provider_is_still_flushed_at_exit_after_others_were_collected(
     assert result.returncode == 0, result.stderr
     assert "garbage-collected" not in result.stderr
     assert [e["userId"] for e in collector.events()] == ["user-00001"]
+
+
+def test_dedupe_fast_path_touch_gives_a_second_chance_before_eviction() -> None:
+    from segment_exposure.tracking.dedupe import DedupeCache
+
+    cache = DedupeCache(capacity=3)
+    for key in (1, 2, 3):
+        assert cache.decide(key, "on", 0.0).send
+    cache.touch(1)  # what track()'s fast path does on a repeat: 1 is now recently used
+    assert cache.decide(4, "on", 0.0).send  # evicts 2, the least recently used, not 1
+    assert sorted(cache._entries) == [1, 3, 4] and cache.evictions == 1
+    assert not cache.decide(1, "on", 0.0).send
+    assert cache.decide(2, "on", 0.0).send  # it was evicted: sent again
+
+
+@pytest.mark.parametrize("gil", [True, False])
+def test_concurrent_repeats_and_evictions_stay_consistent(gil: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast-path repeats on some threads while others fill a small cache: every count adds up, on the
+    GIL's path and on the free-threaded one (which only marks a repeat's key, never moves it)."""
+    monkeypatch.setattr(_provider, "_GIL", gil)
+    client = InMemorySegmentClient()
+    provider = SegmentExposureTrackingProvider(analytics=client, dedupe_capacity=50, max_queue_size=100_000)
+    results: list[bool] = []
+
+    def repeat(worker: int) -> None:
+        ok = True
+        for i in range(2_000):
+            ok &= provider.track(Exposure("flag", "on"), {"user_id": f"user-{worker}-{i % 10}"})
+        results.append(ok)
+
+    try:
+        threads = [threading.Thread(target=repeat, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [True] * 6
+        assert provider.flush(30)
+        stats = provider.stats()
+        assert stats["tracked"] + stats["deduplicated"] == 6 * 2_000
+        assert stats["delivered"] == stats["tracked"] == len(client.messages)
+        assert stats["dedupe_entries"] <= 50
+    finally:
+        provider.shutdown(5)

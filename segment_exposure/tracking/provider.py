@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -45,6 +46,10 @@ _CHEAP_SIZE_BOUND = 4_000
 _default_listeners: list[Callable[[dict[str, Any]], object]] = []
 
 _redactor = segment_client.RedactingFilter()
+
+#: A free-threaded Python (3.13t, GIL off) runs C calls such as ``OrderedDict.move_to_end`` concurrently,
+#: so track()'s fast path then only reads the dedupe cache (see DedupeCache.touch).
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def _install_process_hooks() -> None:
@@ -191,6 +196,7 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         self._hash_key = hash_key(secret if isinstance(secret, str) else None)
         self._dedupe = DedupeCache(dedupe_capacity, dedupe_ttl)
         self._dedupe_entries = self._dedupe._entries
+        self._dedupe_touch = self._dedupe.touch
         self._dedupe_ttl = self._dedupe.ttl
         self._max_queue_size = max_queue_size
         self.flush_timeout = flush_timeout
@@ -380,10 +386,14 @@ class SegmentExposureTrackingProvider(ExposureWorker):
                 and entry[0] == (_UNSET if variant is None else variant)
                 and entry[1] == int(now // self._dedupe_ttl)
             ):
-                try:
-                    self._dedupe_entries.move_to_end(key)
-                except KeyError:
-                    pass
+                if _GIL:
+                    # One C call, atomic under the GIL: least recently used order kept exactly.
+                    try:
+                        self._dedupe_entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                else:
+                    self._dedupe_touch(key)  # no GIL: only mark it used; eviction reads the mark
                 self._count_deduplicated()
                 return True
             return self._track_new(exposure, user, now, key, user_id, device_id)
