@@ -211,7 +211,7 @@ def test_dropped_providers_are_collected_and_leave_no_thread_or_queue(collector:
     """100 providers, half owning a Segment client and half wrapping one, each tracks and is dropped."""
     gc.collect()
     threads_before = _ours_and_segments_threads()
-    queues_before = sum(1 for o in gc.get_objects() if isinstance(o, queue.SimpleQueue))
+    queues_before = sum(1 for o in gc.get_objects() if type(o) is queue.SimpleQueue)
     providers: list[weakref.ref[SegmentExposureTrackingProvider]] = []
     owned_clients: list[weakref.ref[Any]] = []
     wrapped_clients: list[Client] = []
@@ -236,7 +236,7 @@ def test_dropped_providers_are_collected_and_leave_no_thread_or_queue(collector:
     assert [p for p in providers if p() is not None] == []
     assert [c for c in owned_clients if c() is not None] == []
     assert wait_until(lambda: _ours_and_segments_threads() <= threads_before, timeout=30)
-    assert sum(1 for o in gc.get_objects() if isinstance(o, queue.SimpleQueue)) <= queues_before
+    assert sum(1 for o in gc.get_objects() if type(o) is queue.SimpleQueue) <= queues_before
     assert len(collector.events()) == 100
 
 
