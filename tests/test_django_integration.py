@@ -406,3 +406,30 @@ def test_async_views_get_the_request_context(configure: Configure, collector: Se
     assert async_to_sync(visit)()["device_id"] == ANON
     [event] = delivered(collector)
     assert event["context"]["userAgent"] == FIREFOX_UA and event["anonymousId"] == ANON
+
+
+def test_shutdown_stops_the_provider_built_from_settings(
+    settings: Any, configure: Configure, collector: SegmentCollector
+) -> None:
+    from segment_exposure.integrations.django import shutdown
+
+    provider = get_provider()
+    assert provider.track(django_settings.checkout_exposure, {"user_id": "user-00001"}) is True
+    assert shutdown() is True  # flushed within the provider's flush_timeout
+    assert [e["userId"] for e in collector.events()] == ["user-00001"]
+    assert provider.track(django_settings.checkout_exposure, {"user_id": "user-00002"}) is False
+    assert not provider._worker.is_alive()
+    assert shutdown(1) is True  # nothing built: nothing to do
+    assert get_provider() is not provider  # the next use builds a new one
+
+
+def test_shutdown_leaves_a_given_provider_running(
+    settings: Any, make_provider: Callable[..., SegmentExposureTrackingProvider]
+) -> None:
+    from segment_exposure.integrations.django import shutdown
+
+    provider = make_provider()
+    settings.SEGMENT_EXPOSURE = {"PROVIDER": provider}
+    assert get_provider() is provider
+    assert shutdown(1) is True
+    assert provider.track(django_settings.checkout_exposure, {"user_id": "u"}) is True

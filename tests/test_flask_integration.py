@@ -95,7 +95,8 @@ def make_app(collector: SegmentCollector) -> Iterator[MakeApp]:
 
     yield make
     for app in apps:
-        app.extensions["segment_exposure"].provider.shutdown(5)
+        with app.app_context():
+            app.extensions["segment_exposure"].shutdown(5)
 
 
 def delivered(app: Flask, collector: SegmentCollector) -> list[dict[str, Any]]:
@@ -332,8 +333,10 @@ def test_one_extension_serves_several_apps(collector: SegmentCollector) -> None:
         with pytest.raises(RuntimeError, match="already set up"):
             ext.init_app(apps[0])
     finally:
-        for provider in providers:
-            provider.shutdown(5)
+        for app in apps:
+            with app.app_context():
+                ext.shutdown(5)
+    assert all(provider.track(CHECKOUT, {"user_id": "user-00001"}) is False for provider in providers)
 
 
 @pytest.mark.parametrize(
@@ -377,7 +380,7 @@ def test_unknown_and_ignored_options_warn(collector: SegmentCollector) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ext = SegmentExposure(app)
-    ext.provider.shutdown(5)
+    ext.shutdown(5)
     [warning] = caught
     assert "segment_exposure.W001" in str(warning.message)
     assert "did you mean SEGMENT_EXPOSURE_DEDUPE_TTL?" in str(warning.message)
@@ -572,3 +575,29 @@ def test_experiment_buckets_by_the_browser_device_id(
     assert other.get("/flag").get_json() == {"variant": "off"}
     events = {m["anonymousId"]: m["properties"] for m in delivered(app, collector)}
     assert events[ANON]["variant"] == "treatment"
+
+
+def test_shutdown_stops_the_provider_it_built_but_not_one_given(
+    collector: SegmentCollector, make_provider: Any
+) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        SEGMENT_EXPOSURE_WRITE_KEY=WRITE_KEY,
+        SEGMENT_EXPOSURE_HOST=collector.url,
+        SEGMENT_EXPOSURE_CLIENT_OPTIONS={"upload_interval": 0.05},
+    )
+    ext = SegmentExposure(app)
+    built = ext.provider
+    assert built.track(CHECKOUT, {"user_id": "user-00001"}) is True
+    assert ext.shutdown() is True  # flushed within the provider's flush_timeout
+    assert [e["userId"] for e in collector.events()] == ["user-00001"]
+    assert built.track(CHECKOUT, {"user_id": "user-00002"}) is False
+    assert built.stats()["dropped"]["shutdown"] == 1
+    assert not built._worker.is_alive()
+
+    given = make_provider()
+    other = Flask("given")
+    other.config.update(SEGMENT_EXPOSURE_PROVIDER=given)
+    ext = SegmentExposure(other)
+    assert ext.shutdown(1) is True
+    assert given.track(CHECKOUT, {"user_id": "user-00003"}) is True  # still running: the fixture owns it

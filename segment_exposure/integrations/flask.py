@@ -59,6 +59,7 @@ class _AppState:
     """What one app's configuration resolved to; read on every request, never changed."""
 
     provider: SegmentExposureTrackingProvider
+    owns_provider: bool  # built from config, so shutdown() stops it; a _PROVIDER given is yours
     identify: Identify
     identity: RequestIdentity
     set_device_id_cookie: bool
@@ -107,13 +108,14 @@ class SegmentExposure:
             raise RuntimeError("segment-exposure is misconfigured:\n" + "\n".join(f"  {p}" for p in errors))
         for problem in problems:
             warnings.warn(str(problem), UserWarning, stacklevel=3)  # the caller's line
-        provider, _ = build_provider(options)
+        provider, owned = build_provider(options)
         if options.get("METRICS"):
             from ..metrics import register_from_setting
 
             register_from_setting(provider, options["METRICS"])
         state = _AppState(
             provider=provider,
+            owns_provider=owned,
             identify=resolve(options.get("IDENTIFY")) or default_identify,
             identity=RequestIdentity.from_options(options),
             set_device_id_cookie=bool(options.get("SET_DEVICE_ID_COOKIE")),
@@ -141,6 +143,19 @@ class SegmentExposure:
     def provider(self) -> SegmentExposureTrackingProvider:
         """The current app's provider (outside an app context: the only app's)."""
         return self._state().provider
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush and stop the current app's provider (see ``provider.shutdown``), for tests and app teardown.
+
+        ``timeout`` defaults to the provider's ``flush_timeout``. A provider given as
+        ``SEGMENT_EXPOSURE_PROVIDER`` is left running: whoever made it shuts it down. Without this call
+        the exit hook flushes when the process ends. Returns False when something queued was not delivered.
+        """
+        state = self._state()
+        if not state.owns_provider:
+            return True
+        provider = state.provider
+        return provider.shutdown(provider.flush_timeout if timeout is None else timeout)
 
     def _state(self) -> _AppState:
         if has_app_context():

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from segment_exposure.tracking import provider as _provider
+from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
 
 __all__ = ["CapturedExposures", "InMemorySegmentClient", "capture_exposures"]
 
@@ -24,7 +25,8 @@ class CapturedExposures:
         self._lock = threading.Lock()
         self.messages: list[dict[str, Any]] = []
 
-    def _record(self, provider: object, message: dict[str, Any]) -> None:
+    def __call__(self, message: dict[str, Any]) -> None:
+        """The provider listener: record one accepted exposure."""
         with self._lock:
             self.messages.append(message)
 
@@ -47,18 +49,27 @@ class CapturedExposures:
 
 
 @contextlib.contextmanager
-def capture_exposures() -> Iterator[CapturedExposures]:
-    """Record every exposure any provider in this process accepts inside the block.
+def capture_exposures(*providers: SegmentExposureTrackingProvider) -> Iterator[CapturedExposures]:
+    """Record every exposure the given providers (by default, every provider in this process) accept.
 
-    Recording happens on the caller's thread at ``track()`` time, so assertions need no waiting;
-    delivery to Segment goes on as usual.
+    Works through ``provider.add_listener``: recording happens on the caller's thread at ``track()``
+    time, so assertions need no waiting; delivery to Segment goes on as usual. Without arguments,
+    providers created inside the block are captured too.
     """
     captured = CapturedExposures()
-    _provider._captures.append(captured)
+    targets = list(providers) if providers else list(_provider._live)
+    for target in targets:
+        target.add_listener(captured)
+    if not providers:
+        _provider._default_listeners.append(captured)
     try:
         yield captured
     finally:
-        _provider._captures.remove(captured)
+        if not providers:
+            _provider._default_listeners.remove(captured)
+            targets = list(_provider._live)
+        for target in targets:
+            target.remove_listener(captured)
 
 
 class InMemorySegmentClient:

@@ -1,8 +1,9 @@
 """The in-process dedupe cache: which variant each identity last saw for each flag.
 
-Bounded (least recently used entries go first) and windowed: an entry is valid inside one window of
-``ttl`` seconds aligned to the epoch (UTC days by default). Aligned windows mean that two processes
-re-send a user's exposure in the same window and so give it the same message id.
+Bounded (least recently used entries go first; without the GIL, by CLOCK's second chance: a repeat on
+the provider's fast path only marks its key as used, without the lock) and windowed: an entry is valid
+inside one window of ``ttl`` seconds aligned to the epoch (UTC days by default). Aligned windows mean
+that two processes re-send a user's exposure in the same window and so give it the same message id.
 
 Keys are the 64-bit ``hash()`` of ``(user_id, device_id, flag_key, experiment_key)``: an int costs a
 tenth of the strings' memory, keeps no user ids in memory, and at 65,536 entries the chance of any
@@ -46,7 +47,7 @@ _SKIP = Decision(False, 0, 0)
 
 
 class DedupeCache:
-    """Thread-safe record of ``hash(identity, flag) -> (variant, window, time and generation)``.
+    """Thread-safe, GIL or not: ``hash(identity, flag) -> (variant, window, time and generation)``.
 
     ``generation`` counts variant changes inside a window, so A -> B -> A gives three distinct message ids
     while a repeat of the current variant is suppressed. ``at_ms`` is strictly increasing per key, so
@@ -54,7 +55,7 @@ class DedupeCache:
     when the changes came within one millisecond.
     """
 
-    __slots__ = ("_entries", "_lock", "_window", "capacity", "evictions", "ttl")
+    __slots__ = ("_entries", "_lock", "_recent", "_window", "capacity", "evictions", "touch", "ttl")
 
     def __init__(self, capacity: int = 65_536, ttl: float = 86_400.0) -> None:
         if capacity < 1:
@@ -64,7 +65,12 @@ class DedupeCache:
         self.capacity = capacity
         self.ttl = float(ttl)
         self.evictions = 0
+        # Changed only under the lock. The provider's fast path only reads it (a dict lookup, safe
+        # alongside a writer even without the GIL) and marks a hit in _recent (a set, likewise).
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._recent: set[int] = set()
+        #: Mark ``key`` as just used, without the lock: it gets a second chance before eviction.
+        self.touch = self._recent.add
         self._lock = threading.Lock()
         self._window = -1  # one int object shared by every entry of the current window
 
@@ -92,9 +98,23 @@ class DedupeCache:
             entries[key] = new = (marker, window, (at_ms << _GEN_BITS) | generation)
             entries.move_to_end(key)
             if len(entries) > self.capacity:
-                entries.popitem(last=False)
-                self.evictions += 1
+                self._evict(key)
         return Decision(True, window, generation, entry, new, at_ms)
+
+    def _evict(self, keep: int) -> None:
+        """Drop the least recently used entry (under the lock): the oldest not touched since last considered;
+        a touched one is moved to the end instead (the "second chance" of the CLOCK policy)."""
+        entries, recent = self._entries, self._recent
+        while len(entries) > self.capacity:
+            key, entry = entries.popitem(last=False)
+            if key in recent and key != keep:
+                recent.discard(key)
+                entries[key] = entry
+                continue
+            recent.discard(key)
+            self.evictions += 1
+        if len(recent) > len(entries):  # a touch that raced an eviction: keep the set to live keys
+            recent.intersection_update(entries)
 
     def undo(self, key: int, decision: Decision) -> None:
         """Take back a send decision whose exposure could not be queued, so a retry is not suppressed."""
@@ -103,6 +123,7 @@ class DedupeCache:
                 return  # a later exposure for this key has been recorded since: keep it
             if decision.previous is None:
                 del self._entries[key]
+                self._recent.discard(key)
             else:
                 self._entries[key] = decision.previous
 
@@ -113,6 +134,7 @@ class DedupeCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._recent.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import weakref
@@ -21,6 +20,7 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
+from segment_exposure._fork import after_fork_in_child
 from segment_exposure.tracking import segment_client
 
 __all__ = ["InvocationBatch"]
@@ -44,9 +44,6 @@ def _after_fork_in_child() -> None:
     # What the parent held is the parent's to send; a lock held at fork() would never be released here.
     for batch in list(_live):
         batch._reset_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _OutOfTime(Exception):
@@ -97,6 +94,7 @@ class InvocationBatch:
         self._post_lock = threading.Lock()
         self._upload_size = segment_client.upload_size(client)
         self._wait = wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.02)
+        after_fork_in_child(_after_fork_in_child)
         _live.add(self)
 
     def _reset_after_fork(self) -> None:

@@ -9,18 +9,21 @@ costs a fraction of a direct ``Client.track()`` and never waits on the network.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import time as _time
 from typing import Any
 
+from segment_exposure._fork import after_fork_in_child
 from segment_exposure.exposure import Exposure
 from segment_exposure.identity.ids import as_id
 from segment_exposure.identity.user import _bound, _request_context
@@ -28,7 +31,7 @@ from segment_exposure.tracking import deployment, invocation_batch, segment_chec
 from segment_exposure.tracking.dedupe import _UNSET, Decision, DedupeCache, dedupe_key
 from segment_exposure.tracking.message_id import hash_key
 from segment_exposure.tracking.stats import ProviderStats
-from segment_exposure.tracking.worker import _MAX_MESSAGE_BYTES, _STOP, ExposureWorker, _Pending
+from segment_exposure.tracking.worker import _MAX_MESSAGE_BYTES, _STOP, ExposureWorker, _Pending, run_worker
 
 __all__ = ["SegmentExposureTrackingProvider"]
 
@@ -38,22 +41,36 @@ log = logging.getLogger(__name__)
 #: characters cannot reach it, so only larger ones pay for an exact check on the caller's thread.
 _CHEAP_SIZE_BOUND = 4_000
 
-# Active capture_exposures() blocks (segment_exposure.testing); checked once per accepted exposure.
-_captures: list[Any] = []
+#: Listeners every new provider starts with (``testing.capture_exposures`` adds one for its block); read
+#: once per provider, in ``__init__``, never on the hot path.
+_default_listeners: list[Callable[[dict[str, Any]], object]] = []
 
 _redactor = segment_client.RedactingFilter()
-# A logger's filters see only its own records, not its children's: Segment's logger and each of ours on
-# the path to Segment (where the write key is at hand) get the redactor.
-for _name in (
-    "segment",
-    __name__,
-    segment_client.__name__,
-    deployment.__name__,
-    invocation_batch.__name__,
-    ExposureWorker.__module__,
-    f"{__package__}.serverless",  # not imported here: it imports this module
-):
-    logging.getLogger(_name).addFilter(_redactor)
+
+#: A free-threaded Python (3.13t, GIL off) runs C calls such as ``OrderedDict.move_to_end`` concurrently,
+#: so track()'s fast path then only reads the dedupe cache (see DedupeCache.touch).
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def _install_process_hooks() -> None:
+    """What every provider needs once per process, done by the first one rather than at import.
+
+    The write-key redactor goes on Segment's logger and on each of ours on the path to Segment (a
+    logger's filters see only its own records, not its children's); the at-fork hook resets providers
+    in a forked child. Adding the same filter or hook again does nothing.
+    """
+    for name in (
+        "segment",
+        __name__,
+        segment_client.__name__,
+        deployment.__name__,
+        invocation_batch.__name__,
+        ExposureWorker.__module__,
+        f"{__package__}.serverless",  # not imported here: it imports this module
+    ):
+        logging.getLogger(name).addFilter(_redactor)
+    after_fork_in_child(_after_fork_in_child)
+
 
 _live: weakref.WeakSet[SegmentExposureTrackingProvider] = weakref.WeakSet()
 
@@ -79,7 +96,54 @@ def _after_fork_in_child() -> None:
         provider._reset_after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+class _Lifecycle:
+    """What a provider's finalizer needs, kept apart from the provider so that it can be collected."""
+
+    queue: queue.SimpleQueue[Any] | None = None
+    exit_hook: Callable[[], object] | None = None
+    owned_client: Any = None
+    closed = False  # shut down: what was left is counted already
+
+
+def _release(life: _Lifecycle) -> None:
+    """A provider was garbage-collected: stop its worker thread and the Segment client it owned."""
+    if life.exit_hook is not None:
+        atexit.unregister(life.exit_hook)
+    if life.queue is None:
+        return
+    left = life.queue.qsize()
+    life.queue.put(_STOP)
+    client = life.owned_client
+    if client is not None:
+        left += getattr(getattr(client, "queue", None), "unfinished_tasks", 0) or 0
+        try:
+            segment_client.stop_consumers(client, 0.0)  # asks them to stop; waits for nothing
+        except RuntimeError:
+            pass  # collected on a consumer thread itself, which cannot join itself; it stops anyway
+    if left and not life.closed:
+        log.warning(
+            "segment-exposure: a provider was garbage-collected without shutdown(); "
+            "up to %d queued exposure(s) were not sent",
+            left,
+        )
+
+
+def _exit_hook(provider: weakref.ref[SegmentExposureTrackingProvider]) -> None:
+    live = provider()
+    if live is not None:
+        live._at_exit()
+
+
+def _weakly(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, called only while its object is alive, without keeping it alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+
+    return call
 
 
 class SegmentExposureTrackingProvider(ExposureWorker):
@@ -139,16 +203,19 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             or bool(getattr(analytics, "sync_mode", False))
             or getattr(analytics, "send", True) is False
         )
+        _install_process_hooks()
         secret = getattr(analytics, "write_key", None)
         _redactor.add(secret if isinstance(secret, str) else None)
         self._hash_key = hash_key(secret if isinstance(secret, str) else None)
         self._dedupe = DedupeCache(dedupe_capacity, dedupe_ttl)
         self._dedupe_entries = self._dedupe._entries
+        self._dedupe_touch = self._dedupe.touch
         self._dedupe_ttl = self._dedupe.ttl
         self._max_queue_size = max_queue_size
         self.flush_timeout = flush_timeout
         self.include_metadata = include_metadata
         self._integrations = dict(integrations) if integrations else None
+        self._lifecycle = _Lifecycle()
         self._stats = ProviderStats()
         self._count_deduplicated = self._stats.deduplicated.incr_one
         self._unflushed_platform = deployment.detect_platform()
@@ -159,8 +226,16 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             deployment.warn_once(problem)
         if (problem := deployment.stop_skips_exit_hooks(flush_on_sigterm)) is not None:
             deployment.warn_once(problem)
+        self._listeners: tuple[Callable[[dict[str, Any]], object], ...] = tuple(_default_listeners)
         _live.add(self)
-        atexit.register(self._at_exit)
+        # The exit hook and the finalizer hold the provider weakly: one nobody references is collected,
+        # and its finalizer stops its thread (and the Segment client it owns).
+        self._exit_hook = functools.partial(_exit_hook, weakref.ref(self))
+        self._lifecycle.exit_hook = self._exit_hook
+        self._lifecycle.owned_client = analytics if self._owns_client else None
+        # Not at exit: there the exit hook flushes, and a finalizer run first would stop the worker.
+        weakref.finalize(self, _release, self._lifecycle).atexit = False
+        atexit.register(self._exit_hook)
         if flush_on_sigterm:
             self._install_sigterm_flush()
 
@@ -192,8 +267,15 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         self._full_warned = 0.0
         self._full_drops = 0
         if self._internals.consumer_hooks:
-            segment_client.instrument(self._analytics, self._on_delivered, self._on_failed)
-        self._worker = threading.Thread(target=self._run, name="segment-exposure-worker", daemon=True)
+            # Weakly: Segment's consumer thread holds these, and must not keep a dropped provider alive.
+            segment_client.instrument(self._analytics, _weakly(self._on_delivered), _weakly(self._on_failed))
+        self._lifecycle.queue = self._queue
+        self._worker = threading.Thread(
+            target=run_worker,
+            args=(weakref.ref(self), self._queue),
+            name="segment-exposure-worker",
+            daemon=True,
+        )
         with segment_client.main_thread_signals():
             self._worker.start()
         self._drain_lock = threading.Lock()
@@ -254,7 +336,7 @@ class SegmentExposureTrackingProvider(ExposureWorker):
                 )
         self._init_runtime()
         # A pool process that ends with os._exit() runs no exit hook: flush on its own exit signal.
-        deployment.on_pool_process_exit(self._at_exit, f"segment-exposure-{id(self)}")
+        deployment.on_pool_process_exit(self._exit_hook, f"segment-exposure-{id(self)}")
 
     def _at_exit(self) -> None:
         self._check_process(revive=False)
@@ -313,6 +395,11 @@ class SegmentExposureTrackingProvider(ExposureWorker):
             else:
                 user_id = getattr(user, "user_id", None)
                 device_id = getattr(user, "device_id", None)
+            # An int id (a primary key) is sent as its text, and recorded under it: hash that here too.
+            if user_id.__class__ is int:
+                user_id = str(user_id)
+            if device_id.__class__ is int:
+                device_id = str(device_id)
             now = _time()
             try:
                 # dedupe_key() and DedupeCache.is_repeat(), inlined: each call would cost a tenth of
@@ -327,10 +414,14 @@ class SegmentExposureTrackingProvider(ExposureWorker):
                 and entry[0] == (_UNSET if variant is None else variant)
                 and entry[1] == int(now // self._dedupe_ttl)
             ):
-                try:
-                    self._dedupe_entries.move_to_end(key)
-                except KeyError:
-                    pass
+                if _GIL:
+                    # One C call, atomic under the GIL: least recently used order kept exactly.
+                    try:
+                        self._dedupe_entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                else:
+                    self._dedupe_touch(key)  # no GIL: only mark it used; eviction reads the mark
                 self._count_deduplicated()
                 return True
             return self._track_new(exposure, user, now, key, user_id, device_id)
@@ -398,8 +489,8 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         pending = _Pending(exposure, user, user_id, device_id, now, decision, request_context)
         self._queue.put(pending)
         self._stats.tracked.incr()
-        if _captures:
-            self._notify_captures(pending)
+        if self._listeners:
+            self._notify_listeners(pending)
         return True
 
     def _drop(self, reason: str, exposure: object) -> bool:
@@ -418,10 +509,36 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         message["type"] = "track"
         return len(json.dumps(message, default=str).encode()) > _MAX_MESSAGE_BYTES - 512
 
-    def _notify_captures(self, pending: _Pending) -> None:
+    def _notify_listeners(self, pending: _Pending) -> None:
         message = self.build_message(pending)
-        for capture in list(_captures):
-            capture._record(self, message)
+        for listener in self._listeners:
+            try:
+                listener(dict(message))
+            except Exception:
+                log.exception("segment-exposure: exposure listener %r failed", listener)
+
+    # -- listeners -----------------------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], object]) -> None:
+        """Call ``listener`` with each exposure this provider accepts (after dedupe), on the caller's thread.
+
+        It gets the keyword arguments handed to Segment's ``Client.track()`` (``event``, ``user_id``,
+        ``anonymous_id``, ``properties``, ``context``, ``timestamp``, ``message_id``). Meant for tests and
+        auditing: building that message costs the caller's thread what the worker would otherwise do.
+        A listener that raises is logged and does not affect tracking.
+        """
+        if not callable(listener):
+            raise TypeError("listener must be callable")
+        with _process_lock():
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Callable[[dict[str, Any]], object]) -> None:
+        """Stop calling ``listener``; removing one that was never added does nothing."""
+        with _process_lock():
+            listeners = list(self._listeners)
+            if listener in listeners:
+                listeners.remove(listener)
+            self._listeners = tuple(listeners)
 
     # -- flushing ------------------------------------------------------------------------------------
 
@@ -487,8 +604,9 @@ class SegmentExposureTrackingProvider(ExposureWorker):
         deadline = time.monotonic() + max(0.0, timeout)
         delivered = self.flush(timeout)
         self._set_state(closed=True)
+        self._lifecycle.closed = True
         try:
-            atexit.unregister(self._at_exit)
+            atexit.unregister(self._exit_hook)
             self._queue.put(_STOP)
             self._worker.join(max(0.0, deadline - time.monotonic()))
             if self._owns_client:

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -34,6 +35,21 @@ log = logging.getLogger(__name__)
 _MAX_MESSAGE_BYTES = 32 << 10
 
 _STOP = object()
+
+
+def run_worker(provider: weakref.ref[ExposureWorker], q: queue.SimpleQueue[Any]) -> None:
+    """The worker thread's loop. It holds the provider only while handling an item, never while waiting,
+    so a provider nobody references can be garbage-collected; its finalizer then puts ``_STOP``."""
+    while True:
+        item = q.get()
+        worker = provider()
+        if worker is None:
+            return
+        worker._handle(item)
+        del worker
+        if item is _STOP:
+            return
+        item = None
 
 
 def _json_safe(value: Mapping[str, Any]) -> Any:
@@ -151,20 +167,18 @@ class ExposureWorker:
             message["integrations"] = dict(self._integrations)
         return message
 
-    def _run(self) -> None:
-        q = self._queue
-        while True:
-            item = q.get()
-            if item is _STOP:
-                with self._idle:
-                    self._idle.notify_all()
-                return
-            try:
-                self._send(item)
-            except Exception:
-                log.exception("segment-exposure: unexpected error handing an exposure to Segment")
-                self._settle("error")
-            self._mark_processed()
+    def _handle(self, item: object) -> None:
+        """One item from the queue, on the worker thread: an exposure to send, or the stop marker."""
+        if item is _STOP:
+            with self._idle:
+                self._idle.notify_all()
+            return
+        try:
+            self._send(item)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("segment-exposure: unexpected error handing an exposure to Segment")
+            self._settle("error")
+        self._mark_processed()
 
     def _mark_processed(self) -> None:
         self._processed += 1

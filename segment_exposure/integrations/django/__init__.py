@@ -18,12 +18,17 @@ except ImportError as exc:
     raise ImportError(missing_framework("Django", "django")) from exc
 
 if TYPE_CHECKING:
-    from .apps import get_provider
+    from .apps import get_provider, shutdown
     from .middleware import ExposureMiddleware, default_identify
 
-__all__ = ["ExposureMiddleware", "default_identify", "get_provider"]
+__all__ = ["ExposureMiddleware", "default_identify", "get_provider", "shutdown"]
 
-_LAZY = {"ExposureMiddleware": "middleware", "default_identify": "middleware", "get_provider": "apps"}
+_LAZY = {
+    "ExposureMiddleware": "middleware",
+    "default_identify": "middleware",
+    "get_provider": "apps",
+    "shutdown": "apps",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,6 @@ the provider is fork-safe.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from django.conf import settings  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
 
+from segment_exposure._fork import after_fork_in_child
 from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
 from segment_exposure.tracking.serverless import detect_platform, flush_each_request
 
@@ -105,6 +105,7 @@ def get_provider() -> SegmentExposureTrackingProvider:
     global _built
     built = _built
     if built is None:
+        after_fork_in_child(_after_fork_in_child)
         with _lock:
             built = _built
             if built is None:
@@ -125,10 +126,28 @@ def reset() -> None:
     tests can point the integration at their own collector.
     """
     global _conf, _built
+    after_fork_in_child(_after_fork_in_child)
     with _lock:
         built, _built, _conf = _built, None, None
     if built is not None and built[1]:
         built[0].shutdown(built[0].flush_timeout)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop the provider built from settings, and forget it: the next ``get_provider()`` builds
+    a new one. For tests and process teardown (without it, the exit hook flushes at exit).
+
+    ``timeout`` defaults to the provider's ``flush_timeout``. A ``PROVIDER`` given in the settings is left
+    running (whoever made it shuts it down). Returns False when something queued was not delivered.
+    """
+    global _built
+    after_fork_in_child(_after_fork_in_child)
+    with _lock:
+        built, _built = _built, None
+    if built is None or not built[1]:
+        return True
+    provider = built[0]
+    return provider.shutdown(provider.flush_timeout if timeout is None else timeout)
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
@@ -140,9 +159,6 @@ def _after_fork_in_child() -> None:
     # A lock some other thread held at fork() would never be released in the child.
     global _lock
     _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SegmentExposureConfig(AppConfig):  # type: ignore[misc]
