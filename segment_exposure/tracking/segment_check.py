@@ -154,17 +154,9 @@ def fallback_on_error(on_failed: ErrorCallback, user_on_error: ErrorCallback | N
     """
     ref = weakref.WeakMethod(on_failed)
 
-    def on_error(exc: BaseException, batch: list[dict[str, Any]]) -> None:
+    def count_failure(exc: BaseException, batch: list[dict[str, Any]]) -> None:
         failed = ref()
         if failed is not None:
-            try:
-                failed(exc, batch)
-            except Exception:  # pragma: no cover - defensive: never break the consumer
-                log.exception("segment-exposure: failure accounting raised")
-        if user_on_error is not None:
-            try:
-                user_on_error(exc, batch)
-            except Exception:
-                log.exception("segment-exposure: the Segment client's on_error callback raised; ignored")
+            failed(exc, batch)
 
-    return on_error
+    return segment_client.chained_on_error(count_failure, user_on_error)

@@ -100,6 +100,26 @@ def make_client(write_key: str, host: str | None, **options: Any) -> Any:
         return Client(write_key, host=host, **options)
 
 
+def chained_on_error(on_failed: ErrorCallback, user_on_error: ErrorCallback | None) -> ErrorCallback:
+    """An ``on_error`` that counts the failure, then calls the user's own; no exception escapes it.
+
+    Upstream, one exception in the consumer thread kills it for good while ``track()`` keeps answering True.
+    """
+
+    def on_error(exc: BaseException, batch: list[dict[str, Any]]) -> None:
+        try:
+            on_failed(exc, batch)
+        except Exception:  # pragma: no cover - our own callback is defensive already
+            log.exception("segment-exposure: failure accounting raised")
+        if user_on_error is not None:
+            try:
+                user_on_error(exc, batch)
+            except Exception:
+                log.exception("segment-exposure: the Segment client's on_error callback raised; ignored")
+
+    return on_error
+
+
 def instrument(client: Any, on_delivered: BatchCallback, on_failed: ErrorCallback) -> None:
     """Hook the client's consumers so delivery and failure of each batch are reported.
 
@@ -111,17 +131,7 @@ def instrument(client: Any, on_delivered: BatchCallback, on_failed: ErrorCallbac
     if getattr(user_on_error, _INSTRUMENTED, False):
         user_on_error = getattr(user_on_error, "wrapped", None)
 
-    def safe_on_error(exc: BaseException, batch: list[dict[str, Any]]) -> None:
-        try:
-            on_failed(exc, batch)
-        except Exception:  # pragma: no cover - our own callback is defensive already
-            log.exception("segment-exposure: failure accounting raised")
-        if user_on_error is not None:
-            try:
-                user_on_error(exc, batch)
-            except Exception:
-                log.exception("segment-exposure: the Segment client's on_error callback raised; ignored")
-
+    safe_on_error = chained_on_error(on_failed, user_on_error)
     safe_on_error.wrapped = user_on_error  # type: ignore[attr-defined]
     setattr(safe_on_error, _INSTRUMENTED, True)
     client.on_error = safe_on_error
