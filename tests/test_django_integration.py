@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +37,17 @@ from segment_exposure.identity import request_scope
 from segment_exposure.integrations.django import ExposureMiddleware, get_provider
 from segment_exposure.testing import InMemorySegmentClient, SegmentCollector
 
-from .conftest import WRITE_KEY
+from .conftest import WRITE_KEY, reused_collector
 
 ROOT = Path(__file__).resolve().parent.parent
 
 Configure = Callable[..., dict[str, Any]]
 
 
-@pytest.fixture(scope="module")
-def module_collector() -> Iterator[SegmentCollector]:
-    with SegmentCollector(WRITE_KEY) as server:
-        yield server
-
-
 @pytest.fixture
 def collector(module_collector: SegmentCollector) -> SegmentCollector:
     """One collector for the module (stopping one costs half a second), emptied for each test."""
-    module_collector.up()
-    module_collector.clear()
-    return module_collector
+    return reused_collector(module_collector)
 
 
 @pytest.fixture

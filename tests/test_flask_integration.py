@@ -17,7 +17,7 @@ from segment_exposure.identity import identity_from_user, request_scope
 from segment_exposure.integrations.flask import SegmentExposure, default_identify
 from segment_exposure.testing import SegmentCollector
 
-from .conftest import WRITE_KEY
+from .conftest import WRITE_KEY, reused_collector
 
 CHECKOUT = Exposure("checkout", "treatment", "exp-1")
 
@@ -29,21 +29,13 @@ def identify_from_header(req: Request) -> User:
     return User(user_id=req.headers.get("X-User"), device_id=req.headers.get("X-Device"), country="NL")
 
 
-@pytest.fixture(scope="module")
-def module_collector() -> Iterator[SegmentCollector]:
-    with SegmentCollector(WRITE_KEY) as server:
-        yield server
-
-
 @pytest.fixture
 def collector(module_collector: SegmentCollector) -> SegmentCollector:
     """One collector for the module (stopping one costs half a second), emptied for each test.
 
     Every test's providers are flushed or shut down before it ends, so nothing arrives late.
     """
-    module_collector.up()
-    module_collector.clear()
-    return module_collector
+    return reused_collector(module_collector)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from segment_exposure import Exposure
 from segment_exposure.testing import SegmentCollector
 
 from . import django_settings
-from .conftest import WRITE_KEY
+from .conftest import WRITE_KEY, reused_collector
 from .serverless_runtime import LambdaContext
 
 if not django_conf.configured:  # as tests/test_django_integration.py does, whichever runs first
@@ -44,17 +44,9 @@ def off_platform(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture(scope="module")
-def module_collector() -> Iterator[SegmentCollector]:
-    with SegmentCollector(WRITE_KEY) as server:
-        yield server
-
-
 @pytest.fixture
 def collector(module_collector: SegmentCollector) -> SegmentCollector:
-    module_collector.up()
-    module_collector.clear()
-    return module_collector
+    return reused_collector(module_collector)
 
 
 # -- Flask -----------------------------------------------------------------------------------------
