@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from segment_exposure.tracking import provider as _provider
+from segment_exposure.tracking.lifecycle import live_providers
 from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
 
 __all__ = ["CapturedExposures", "InMemorySegmentClient", "capture_exposures"]
@@ -48,6 +49,10 @@ class CapturedExposures:
             self.messages.clear()
 
 
+def _every_provider() -> list[SegmentExposureTrackingProvider]:
+    return [p for p in live_providers() if isinstance(p, SegmentExposureTrackingProvider)]
+
+
 @contextlib.contextmanager
 def capture_exposures(*providers: SegmentExposureTrackingProvider) -> Iterator[CapturedExposures]:
     """Record every exposure the given providers (by default, every provider in this process) accept.
@@ -57,7 +62,7 @@ def capture_exposures(*providers: SegmentExposureTrackingProvider) -> Iterator[C
     providers created inside the block are captured too.
     """
     captured = CapturedExposures()
-    targets = list(providers) if providers else list(_provider._live)
+    targets = list(providers) if providers else _every_provider()
     for target in targets:
         target.add_listener(captured)
     if not providers:
@@ -67,7 +72,7 @@ def capture_exposures(*providers: SegmentExposureTrackingProvider) -> Iterator[C
     finally:
         if not providers:
             _provider._default_listeners.remove(captured)
-            targets = list(_provider._live)
+            targets = _every_provider()
         for target in targets:
             target.remove_listener(captured)
 
