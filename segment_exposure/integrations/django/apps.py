@@ -9,7 +9,7 @@ the provider is fork-safe.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,24 +22,11 @@ from segment_exposure._fork import after_fork_in_child
 from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
 from segment_exposure.tracking.serverless import detect_platform, flush_each_request
 
-from .._common import (
-    USER_ID_ATTRIBUTES,
-    Problem,
-    build_provider,
-    check_options,
-    resolve,
-)
+from .._common import USER_ID_ATTRIBUTES, build_provider, resolve
 from .._request import RequestIdentity
+from .checks import SETTING, check_settings, settings_problems
 
 __all__ = ["SETTING", "Conf", "SegmentExposureConfig", "conf", "get_provider", "reset", "settings_problems"]
-
-#: The name of the Django setting (a dict of options).
-SETTING = "SEGMENT_EXPOSURE"
-
-
-def spell(name: str) -> str:
-    """How an option is written in settings, for messages."""
-    return f'{SETTING}["{name}"]'
 
 
 @dataclass(frozen=True)
@@ -57,20 +44,6 @@ class Conf:
 _lock = threading.Lock()
 _conf: Conf | None = None
 _built: tuple[SegmentExposureTrackingProvider, bool] | None = None  # (provider, owned by us)
-
-
-def settings_problems() -> list[Problem]:
-    """Every problem with ``settings.SEGMENT_EXPOSURE`` (the system checks add the middleware's)."""
-    raw = getattr(settings, SETTING, None)
-    if raw is not None and not isinstance(raw, Mapping):
-        return [
-            Problem(
-                "segment_exposure.E002",
-                f"settings.{SETTING} must be a dict of options, got {type(raw).__name__}",
-                f'for example {SETTING} = {{"WRITE_KEY": "..."}}',
-            )
-        ]
-    return check_options(raw or {}, spell)
 
 
 def conf() -> Conf:
@@ -170,8 +143,6 @@ class SegmentExposureConfig(AppConfig):  # type: ignore[misc]
 
     def ready(self) -> None:
         from django.core import checks  # type: ignore[import-untyped]
-
-        from .checks import check_settings
 
         checks.register(check_settings, "segment_exposure")
         setting_changed.connect(_on_setting_changed, dispatch_uid="segment_exposure.setting_changed")

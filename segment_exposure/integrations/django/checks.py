@@ -10,14 +10,38 @@ is not installed, ``W004`` it runs before ``AuthenticationMiddleware`` while the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core import checks  # type: ignore[import-untyped]
 
-from .apps import SETTING, settings_problems
+from .._common import Problem, check_options
 
-__all__ = ["MIDDLEWARE_PATHS", "check_settings"]
+__all__ = ["MIDDLEWARE_PATHS", "SETTING", "check_settings", "settings_problems", "spell"]
+
+#: The name of the Django setting (a dict of options).
+SETTING = "SEGMENT_EXPOSURE"
+
+
+def spell(name: str) -> str:
+    """How an option is written in settings, for messages."""
+    return f'{SETTING}["{name}"]'
+
+
+def settings_problems() -> list[Problem]:
+    """Every problem with ``settings.SEGMENT_EXPOSURE`` (the system checks add the middleware's)."""
+    raw = getattr(settings, SETTING, None)
+    if raw is not None and not isinstance(raw, Mapping):
+        return [
+            Problem(
+                "segment_exposure.E002",
+                f"settings.{SETTING} must be a dict of options, got {type(raw).__name__}",
+                f'for example {SETTING} = {{"WRITE_KEY": "..."}}',
+            )
+        ]
+    return check_options(raw or {}, spell)
+
 
 #: The ways ``ExposureMiddleware`` can be listed in ``settings.MIDDLEWARE``.
 MIDDLEWARE_PATHS = (
