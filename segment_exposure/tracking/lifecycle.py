@@ -45,6 +45,7 @@ def _install_process_hooks() -> None:
         __name__,
         f"{__package__}.provider",
         segment_client.__name__,
+        f"{__package__}.segment_check",
         deployment.__name__,
         invocation_batch.__name__,
         ExposureWorker.__module__,
