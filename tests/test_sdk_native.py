@@ -17,6 +17,7 @@ from amplitude_experiment.exposure import ExposureConfig
 from amplitude_experiment.local.evaluate_options import EvaluateOptions
 
 from segment_exposure.experiment import (
+    TESTED_SDK_VERSIONS,
     SegmentExposureService,
     UntestedSDKVersionError,
     check_tested_sdk_version,
@@ -190,8 +191,13 @@ def test_restore_puts_the_sdk_service_back(
 def test_untested_sdk_version_is_refused_at_set_up(
     make_local_client: Any, make_provider: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert check_tested_sdk_version() == "1.13.0"
-    assert check_tested_sdk_version("1.13.7") == "1.13.7"
+    # The route is gated to a series, not a patch release: whichever 1.13.x is installed passes.
+    assert TESTED_SDK_VERSIONS == ((1, 13),)
+    installed = str(amplitude_experiment.version.__version__)
+    assert installed.startswith("1.13.")
+    assert check_tested_sdk_version() == installed
+    for version in ("1.13.0", "1.13.7", "1.13.12"):
+        assert check_tested_sdk_version(version) == version
     for version in ("1.14.0", "2.0.0", "1.12.9", "garbage"):
         with pytest.raises(UntestedSDKVersionError, match=r"tested with 1\.13\.x"):
             check_tested_sdk_version(version)

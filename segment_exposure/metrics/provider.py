@@ -83,6 +83,8 @@ class _Providers:
                     f"a provider is already registered as {name!r} in this registry: pass name= to "
                     "tell them apart (it becomes the provider label)"
                 )
+            for dead in [n for n, r in self._refs.items() if r() is None]:  # collected since: tidy up
+                del self._refs[dead]
             self._refs[name] = weakref.ref(provider)
 
     def reset_lock(self) -> None:
@@ -164,12 +166,20 @@ def _collector(registry: Any) -> ProviderCollector:
         return collector
 
 
+def _same(provider: Any, owner: Any) -> bool:
+    return provider is not None and provider is owner
+
+
 class _Mirror:
     """Multiprocess mode: copies each provider's ``stats()`` into multiprocess metrics, per process.
 
     Counters only grow by the difference since the last copy, so the sums Prometheus sees over all
     workers (and over workers that have exited: their files stay) are exact up to ``interval`` seconds.
     A forked child starts from zero, as the provider's own counters do after a fork.
+
+    One per process, and it holds providers weakly: a provider the user drops is collected (what it
+    counted after the last copy is not mirrored), its queue gauges fall to 0, and the thread ends once
+    no registered provider is left; registering another starts it again.
     """
 
     def __init__(self, interval: float) -> None:
@@ -193,35 +203,60 @@ class _Mirror:
             multiprocess_mode="livesum",
         )
         self._last: dict[tuple[str, ...], int] = {}
+        # Label -> the provider last copied under it (weakly): a new owner's counts start from zero.
+        self._owners: dict[str, weakref.ref[Any]] = {}
         self._lock = threading.Lock()
+        self._thread_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # Both hold this process-wide singleton, never a provider.
         os.register_at_fork(after_in_child=self._after_fork)
         atexit.register(self.sync)
 
     def add(self, name: str, provider: Any) -> None:
+        self.sync()  # a closed provider this one replaces: its last counts land first
         self.providers.add(name, provider)
         self.sync()
         self._start()
 
     def _start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="segment-exposure-metrics", daemon=True)
-            self._thread.start()
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="segment-exposure-metrics", daemon=True
+                )
+                self._thread.start()
 
     def _after_fork(self) -> None:
-        # Only this thread survives a fork: new lock, new thread, and the child's counts start at zero.
+        # Only this thread survives a fork: new locks, new thread, and the child's counts start at zero.
         self._lock = threading.Lock()
+        self._thread_lock = threading.Lock()
         self._wake = threading.Event()
         self.providers.reset_lock()
         self._last.clear()
+        self._owners.clear()
         self._thread = None
         if self.providers.live():
             self._start()
 
     def _run(self) -> None:
         while not self._wake.wait(self.interval):
-            self.sync()
+            if self.sync():
+                continue
+            # Nothing left to copy: end, unless add() registered a provider since (it starts a thread
+            # only when it finds none, and checks under the same lock).
+            with self._thread_lock:
+                if self._thread is threading.current_thread() and not self.providers.live():
+                    self._thread = None
+                    return
+
+    def _forget(self, name: str) -> None:
+        """``name``'s provider is gone (collected or unregistered) or replaced: nothing waits in it."""
+        del self._owners[name]
+        for labels in [key for key in self._last if key[1] == name]:
+            del self._last[labels]
+        self._queue.labels(name).set(0)
+        self._capacity.labels(name).set(0)
 
     def _grow(self, counter: Any, labels: tuple[str, ...], value: int) -> None:
         last = self._last.get(labels, 0)
@@ -232,10 +267,18 @@ class _Mirror:
             child.inc(delta)
         self._last[labels] = value
 
-    def sync(self) -> None:
-        """Copy every live provider's counters now (also run at exit, so a worker's last counts land)."""
+    def sync(self) -> bool:
+        """Copy every live provider's counters now (also run at exit, so a worker's last counts land).
+
+        Returns whether any registered provider is still alive.
+        """
         with self._lock:
-            for name, provider in self.providers.live():
+            live = self.providers.live()
+            current = dict(live)
+            for name in [n for n, owner in self._owners.items() if not _same(current.get(n), owner())]:
+                self._forget(name)
+            for name, provider in live:
+                self._owners[name] = weakref.ref(provider)
                 stats = _stats(name, provider)
                 if stats is None:
                     continue
@@ -247,6 +290,7 @@ class _Mirror:
                 size = _capacity(provider)
                 if size is not None:
                     self._capacity.labels(name).set(size)
+            return bool(live)
 
 
 _mirror: _Mirror | None = None
