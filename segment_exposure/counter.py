@@ -196,7 +196,8 @@ class CellCounter(Counter):
         # Cells are written only by their threads, so reset moves the zero instead of clearing them.
         state = self._state
         with state.lock():
-            state.base -= state.total()
+            total = state.total()  # folds ended threads' cells into base first: read base after it
+            state.base -= total
 
     def _live_cells(self) -> int:
         """Cells not folded yet (for the tests: bounded by the threads alive plus those just ended)."""

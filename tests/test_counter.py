@@ -135,6 +135,15 @@ def test_reset_starts_from_zero_and_a_bound_incr_one_stays_valid(impl: type[Coun
     counter.reset()
     assert counter.value == 0
 
+    # A thread that counted and ended, not read since: reset() folds its cell and still ends at zero.
+    ended = threading.Thread(target=lambda: [incr_one() for _ in range(3)])
+    ended.start()
+    ended.join(60)
+    counter.reset()
+    assert counter.value == 0
+    incr_one()
+    assert counter.value == 1
+
 
 def test_cell_counter_memory_stays_bounded_with_thread_churn() -> None:
     counter = CellCounter()
