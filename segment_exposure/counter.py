@@ -13,6 +13,10 @@ Shared by the provider's statistics and the identity module's count of ignored c
   where ``count.__next__`` is not atomic: each thread adds to its own cell, so no increment is lost and
   no lock is taken on the hot path; a read sums the cells under a lock.
 
+Choosing once is safe: a free-threaded Python that has the GIL on at import (``PYTHON_GIL=1``, or an
+extension module without free-threading support imported earlier) keeps it on, and the cell counter
+stays exact if the GIL comes on later.
+
 ``SEGMENT_EXPOSURE_FORCE_CELL_COUNTER=1`` (read at import) forces the cell counter with the GIL on, for
 the tests: no free-threaded Python is needed to exercise it.
 """
