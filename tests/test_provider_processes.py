@@ -16,17 +16,21 @@ import pytest
 
 from segment_exposure import SegmentExposureTrackingProvider
 from segment_exposure.testing import SegmentCollector
+from segment_exposure.tracking.segment_check import FORCE_PUBLIC_API_ENV
 
 from .conftest import WRITE_KEY
 
 
-def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -97,6 +101,44 @@ def test_forked_child_delivers_and_parent_events_are_not_sent_twice(collector: S
     assert len(by_variant["child"]) == 100
     assert len(by_variant["parent"]) == 200
     assert len(collector.messages) == 301  # nothing at all was sent twice (warm-up + 200 + 100)
+
+
+FORK_SESSION = """
+import os, sys, json
+import segment.analytics.request as segment_request
+from segment_exposure import Exposure, SegmentExposureTrackingProvider
+host, key = sys.argv[1], sys.argv[2]
+provider = SegmentExposureTrackingProvider(key, host=host, client_options={"upload_interval": 0.05})
+provider.track(Exposure("warmup", "on"), {"user_id": "parent-000"})
+assert provider.flush(10)
+parent_session = segment_request._session  # its pool holds the warm-up's keep-alive connection
+pid = os.fork()
+if pid == 0:
+    provider.track(Exposure("checkout", "child"), {"user_id": "child-000"})
+    ok = provider.flush(10)
+    print(json.dumps({"flushed": ok, "own_session": segment_request._session is not parent_session}))
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+provider.track(Exposure("checkout", "parent"), {"user_id": "parent-001"})
+print(json.dumps({"flushed": provider.flush(10), "own_session": segment_request._session is parent_session}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("force_public_api", ["0", "1"])
+def test_a_forked_child_never_posts_on_the_parents_connections(
+    collector: SegmentCollector, force_public_api: str
+) -> None:
+    """Segment posts through one module-level session: a child that kept it would write on the
+    parent's pooled TCP connection, and each process could read the other's response (the parent
+    then waits out the 15 s request timeout). With or without Segment's internals, the child gets its own.
+    """
+    done = run_python(FORK_SESSION, collector.url, WRITE_KEY, env={FORCE_PUBLIC_API_ENV: force_public_api})
+    assert done.returncode == 0, done.stderr
+    child, parent = (json.loads(line) for line in done.stdout.splitlines())
+    assert child == {"flushed": True, "own_session": True}
+    assert parent == {"flushed": True, "own_session": True}
+    assert sorted(m["userId"] for m in collector.events()) == ["child-000", "parent-000", "parent-001"]
 
 
 SIGTERM_APP = """

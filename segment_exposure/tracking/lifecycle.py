@@ -246,10 +246,10 @@ class ProviderLifecycle(ExposureWorker):
                 segment_client.revive_after_fork(self._analytics)
             elif self._owns_client:
                 # The public way: a new client (the parent's, whose threads do not exist here, is dropped).
-                segment_client.forget_parent_threads(self._analytics)
-                atexit.unregister(self._analytics.join)
                 key, host, options = self._client_args
-                self._analytics = segment_client.make_client(key, host, **options)
+                self._analytics = segment_client.new_client_after_fork(
+                    self._analytics, lambda: segment_client.make_client(key, host, **options)
+                )
             else:
                 deployment.warn_once(
                     "segment-exposure: after fork, the Segment client you passed cannot be given new "

@@ -43,7 +43,8 @@ class Internals:
     #: ``queue.Queue``'s ``not_full``/``all_tasks_done`` conditions (else polling ``full()`` and a
     #: ``Client.flush()`` joined with a deadline).
     queue_conditions: bool
-    #: A fresh ``request._session``, queue and consumers after fork (else a new ``Client``).
+    #: A fresh queue and consumers on the same client after fork (else a new ``Client``). Either way,
+    #: Segment's module-level HTTP sessions are replaced in the child (``fresh_http_sessions``).
     revive_in_place: bool
     #: What could not be used, for the one warning; empty when everything checked out.
     missing: tuple[str, ...]
@@ -82,11 +83,14 @@ def _consumer_problem(client: Any) -> str | None:
 
 
 def _revive_problem(client: Any) -> str | None:
+    import requests
     from segment.analytics import request as segment_request
     from segment.analytics.consumer import Consumer
 
-    if not hasattr(segment_request, "_session"):
-        return "segment.analytics.request._session"
+    # Fresh consumers on the same client are safe only while the HTTP session is a module global, which
+    # fresh_http_sessions() replaces; with a session anywhere else, a new Client is the safe way.
+    if not any(isinstance(value, requests.Session) for value in vars(segment_request).values()):
+        return "a module-level requests.Session in segment.analytics.request"
     parameters = inspect.signature(Consumer.__init__).parameters
     wanted = {"queue", "write_key", "on_error", "upload_size", "host"}
     if not wanted <= set(parameters):

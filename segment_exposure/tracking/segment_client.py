@@ -24,11 +24,13 @@ __all__ = [
     "accepts_direct_enqueue",
     "enqueue",
     "forget_parent_threads",
+    "fresh_http_sessions",
     "instrument",
     "is_fatal",
     "is_task_queue",
     "main_thread_signals",
     "make_client",
+    "new_client_after_fork",
     "post_batch",
     "retry_after_seconds",
     "revive_after_fork",
@@ -365,11 +367,9 @@ def revive_after_fork(client: Any) -> None:
     The parent's queued messages are discarded in the child (the parent still sends them), and the
     parent's pooled HTTP connections are not shared with it.
     """
-    import requests
-    from segment.analytics import request as segment_request
     from segment.analytics.consumer import Consumer
 
-    segment_request._session = requests.Session()
+    fresh_http_sessions()
     old_queue = client.queue
     client.queue = queue.Queue(old_queue.maxsize)
     hooks = getattr(client, _HOOKS, None)
@@ -385,6 +385,49 @@ def revive_after_fork(client: Any) -> None:
             with main_thread_signals():
                 consumer.start()
     client.consumers = consumers
+
+
+#: Where segment-analytics-python keeps module-level ``requests`` sessions that every client posts through.
+_SESSION_MODULES = ("segment.analytics.request", "segment.analytics.oauth_manager")
+
+
+def fresh_http_sessions() -> list[str]:
+    """In a forked child: replace Segment's module-level HTTP sessions with new ones; returns their names.
+
+    Every client posts through one global ``requests.Session`` whose pool keeps the parent's keep-alive
+    connections. A child that reused one would write on the parent's TCP connection, and the two
+    processes would read each other's responses: one of them then waits out the request timeout (15 s)
+    with its batch unfinished. No public API gives a client its own session, so this reach is kept
+    even without the other internals; the sessions are found by type, not by name, so a renamed
+    attribute is still found, and a release without module-level sessions needs none of this.
+    """
+    import sys
+
+    import requests
+
+    replaced = []
+    for module_name in _SESSION_MODULES:
+        module = sys.modules.get(module_name)
+        for name, value in list(vars(module).items()) if module is not None else ():
+            if isinstance(value, requests.Session):
+                setattr(module, name, requests.Session())
+                replaced.append(f"{module_name}.{name}")
+    return replaced
+
+
+def new_client_after_fork(client: Any, make: Callable[[], Any]) -> Any:
+    """In a forked child, the public way: a new client from ``make()``, with fresh HTTP sessions.
+
+    The parent's client is dropped: its consumer threads do not exist here, and its exit hook (a
+    ``join()`` with no timeout) would wait for them forever. A new ``Client`` alone is not enough:
+    it would post through the parent's pooled connections (see ``fresh_http_sessions``).
+    """
+    forget_parent_threads(client)
+    join = getattr(client, "join", None)
+    if join is not None:
+        atexit.unregister(join)
+    fresh_http_sessions()
+    return make()
 
 
 def forget_parent_threads(client: Any) -> None:
