@@ -18,6 +18,9 @@ from segment.analytics import Client
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 from segment_exposure.testing import SegmentCollector
+from segment_exposure.tracking import segment_check
+from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX
+from segment_exposure.tracking.segment_check import FORCE_PUBLIC_API_ENV
 from segment_exposure.tracking.serverless import (
     detect_platform,
     flush_after,
@@ -28,7 +31,7 @@ from segment_exposure.tracking.serverless import (
     lambda_context,
 )
 
-from .conftest import WRITE_KEY
+from .conftest import WRITE_KEY, wait_until
 from .serverless_runtime import LambdaContext
 
 EXPOSURE = Exposure("checkout", "treatment", "exp-1")
@@ -290,6 +293,83 @@ def test_flush_request_async_and_disabled(
     assert asyncio.run(flush_request_async(provider, True, context=LambdaContext(3_000)))
     assert [m["userId"] for m in collector.events()] == ["user-a"]
     assert asyncio.run(flush_request_async(provider)) and collector.requests == 1  # idle: nothing
+
+
+@pytest.fixture
+def public_api_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """segment-analytics-python's public API only (segment_check's fallback), forced for one test."""
+    segment_check._checked.cache_clear()  # the verdict is cached per process
+    monkeypatch.setenv(FORCE_PUBLIC_API_ENV, "1")
+    yield
+    segment_check._checked.cache_clear()
+
+
+def test_without_segments_internals_each_invocation_is_still_posted_at_once_and_counted(
+    public_api_only: None, collector: SegmentCollector
+) -> None:
+    # upload_interval 30 s: a flush that went through Segment's consumer would take up to 30 s.
+    provider = SegmentExposureTrackingProvider(
+        WRITE_KEY, host=collector.url, client_options={"upload_interval": 30.0}
+    )
+    try:
+        handler = tracking_handler(provider, margin=0.2)
+        assert not provider._direct and provider._build_wire is not None  # the public-API route
+        started = time.monotonic()
+        for i, n in enumerate((3, 0, 2)):
+            users = [f"user-{i}-{j}" for j in range(n)]
+            before = collector.requests
+            handler({"users": users}, LambdaContext(60_000))
+            assert {m["userId"] for m in collector.events()} >= set(users)  # returning is the delivery
+            assert collector.requests - before == (1 if n else 0)
+            assert provider.stats()["delivered"] == provider.stats()["tracked"]
+        assert time.monotonic() - started < 10.0
+        events = collector.events()
+        assert {m["context"]["library"]["name"] for m in events} == {"analytics-python"}  # Client.track()'s
+        assert all(m["messageId"].startswith(MESSAGE_ID_PREFIX) for m in events)
+
+        collector.fail(400)  # refused for good: counted, not retried
+        handler({"users": ["user-refused"]}, LambdaContext(3_000))
+        collector.down()  # an outage past the invocation's deadline
+        handler({"users": ["user-late-1", "user-late-2"]}, LambdaContext(900))
+        stats = provider.stats()
+        assert (
+            stats["delivered"],
+            stats["dropped"]["delivery_failed"],
+            stats["dropped"]["flush_deadline"],
+        ) == (
+            5,
+            1,
+            2,
+        )
+        assert accounted(stats) and segment_client_idle(provider)
+    finally:
+        collector.up()
+        provider.shutdown(0.1)  # its idle consumer sits in a 30 s wait: not worth joining
+
+
+def segment_client_idle(provider: SegmentExposureTrackingProvider) -> bool:
+    """Nothing of ours went through Segment's own queue."""
+    return bool(provider.analytics.queue.unfinished_tasks == 0 and provider._on_client_queue == 0)
+
+
+def test_without_segments_internals_queued_and_per_invocation_exposures_are_each_counted_once(
+    public_api_only: None, make_provider: Callable[..., SegmentExposureTrackingProvider], collector: Any
+) -> None:
+    """Exposures tracked before the per-invocation set-up went through Segment's queue, and are counted
+    when a flush sees it drained; those the batch missed by the deadline are not counted again."""
+    provider = make_provider()
+    collector.down()
+    provider.track(EXPOSURE, {"user_id": "user-queued-1"})
+    provider.track(EXPOSURE, {"user_id": "user-queued-2"})
+    assert wait_until(lambda: provider._on_client_queue == 2)  # handed to Segment's queue by the worker
+    handler = tracking_handler(provider, margin=0.2)
+    handler({"users": ["user-a", "user-b", "user-c"]}, LambdaContext(900))  # the outage outlasts it
+    assert provider.stats()["dropped"]["flush_deadline"] == 3
+    collector.up()
+    assert provider.flush(30) is True  # Segment's consumer retries the queued two
+    stats = provider.stats()
+    assert stats["delivered"] == 2 and stats["dropped"]["flush_deadline"] == 3 and accounted(stats)
+    assert {m["userId"] for m in collector.events()} == {"user-queued-1", "user-queued-2"}
 
 
 def test_lambda_context_is_found_where_adapters_put_it() -> None:

@@ -86,13 +86,14 @@ class InvocationBatch:
     ``delivery_failed`` (Segment refused it for good) or ``flush_deadline`` (not delivered in time).
     """
 
-    def __init__(self, client: Any, settle: Settle) -> None:
+    def __init__(self, client: Any, settle: Settle, *, upload_size: int | None = None) -> None:
         self._client = client
         self._settle = settle
         self._messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._post_lock = threading.Lock()
-        self._upload_size = segment_client.upload_size(client)
+        # The client's consumer's setting unless given (the public-API fallback does not read it).
+        self._upload_size = upload_size or segment_client.upload_size(client)
         self._wait = wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.02)
         after_fork_in_child(_after_fork_in_child)
         _live.add(self)
@@ -102,8 +103,12 @@ class InvocationBatch:
         self._lock = threading.Lock()
         self._post_lock = threading.Lock()
 
-    def add(self, message: dict[str, Any]) -> None:
+    def add(self, message: dict[str, Any], *, client: Any = None) -> None:
+        """Hold ``message`` for the next post; ``client``: the one to post with from now on, when the
+        provider has a new one (a forked child's, in the public-API fallback)."""
         with self._lock:
+            if client is not None:
+                self._client = client
             self._messages.append(message)
 
     def post(self, deadline: float) -> bool:

@@ -186,6 +186,7 @@ class ProviderLifecycle(ExposureWorker):
         self._settle_lock = threading.Lock()
         self._settled = 0
         self._final = False
+        self._on_client_queue = self._client_outcomes = 0  # see ExposureWorker._settle_drained
         self._full_warned = 0.0
         self._full_drops = 0
         if self._internals.consumer_hooks:
@@ -312,30 +313,16 @@ class ProviderLifecycle(ExposureWorker):
                 drained = batch.post(deadline) and drained
                 if not segment_client.unfinished(self._analytics):
                     return drained  # nothing on Segment's queue (your own events would be): no wait on it
-            enqueued = self._stats.enqueued.value
+            queued = self._on_client_queue
             drained = drained and segment_client.wait_drained(
                 self._analytics, deadline, conditions=self._internals.queue_conditions
             )
             if drained:
-                self._settle_drained(enqueued)
+                self._settle_drained(queued)
             return drained and self._stats.dropped["delivery_failed"].value == failures_before
         except Exception:
             log.exception("segment-exposure: flush failed")
             return False
-
-    def _settle_drained(self, enqueued: int) -> None:
-        """Without consumer hooks: what was enqueued before a drain, and did not fail, was delivered.
-
-        Segment's consumer calls ``on_error`` before it marks a failed batch done, so once the queue has
-        drained every failure among those messages has been counted.
-        """
-        if self._internals.consumer_hooks or self._synchronous:
-            return
-        with self._drain_lock:
-            stats = self._stats
-            known = stats.delivered.value + stats.dropped["delivery_failed"].value
-            if enqueued > known:
-                self._settle("delivered", enqueued - known)
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Flush within ``timeout``, then stop the worker (and the Segment client, if owned).

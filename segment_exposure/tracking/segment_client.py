@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
 
 __all__ = [
+    "DEFAULT_UPLOAD_SIZE",
     "RedactingFilter",
     "accepts_direct_enqueue",
     "enqueue",
@@ -30,6 +31,7 @@ __all__ = [
     "is_task_queue",
     "main_thread_signals",
     "make_client",
+    "message_builder",
     "new_client_after_fork",
     "post_batch",
     "retry_after_seconds",
@@ -207,6 +209,28 @@ def wire_message(track: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def message_builder(client: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``Client.track()``'s own message building, without queuing: for the public-API fallback.
+
+    ``track()`` returns ``(success, message)``; a twin of ``client`` made with ``send=False`` (no
+    consumer thread, no exit hook) only validates, cleans and size-checks, so what it returns is
+    exactly what ``client`` would have queued. Raises as ``track()`` does (``RuntimeError`` over
+    32 KB, ``AssertionError`` for a bad field), and ``TypeError`` if a release stops returning it.
+    """
+    from segment.analytics import Client
+
+    twin = Client(client.write_key, host=getattr(client, "host", None), send=False, max_queue_size=1)
+    atexit.unregister(twin.join)  # none with send=False; older releases registered one regardless
+
+    def build(track: dict[str, Any]) -> dict[str, Any]:
+        ok, message = twin.track(**track)
+        if not ok or not isinstance(message, dict):
+            raise TypeError("Client.track() with send=False did not return the message")
+        return message
+
+    return build
+
+
 def enqueue(client: Any, message: dict[str, Any]) -> bool:
     """Put a wire message on the client's queue without blocking; False when the queue is full."""
     try:
@@ -289,10 +313,15 @@ def unfinished(client: Any) -> int:
     return int(getattr(getattr(client, "queue", None), "unfinished_tasks", 0) or 0)
 
 
+#: segment-analytics-python's own default ``upload_size`` (messages per request).
+DEFAULT_UPLOAD_SIZE = 100
+
+
 def upload_size(client: Any) -> int:
     """The most messages the client's consumer puts in one request (its ``upload_size``, default 100)."""
     consumers = getattr(client, "consumers", None) or ()
-    return max(1, int(getattr(consumers[0], "upload_size", 100) if consumers else 100))
+    default = DEFAULT_UPLOAD_SIZE
+    return max(1, int(getattr(consumers[0], "upload_size", default) if consumers else default))
 
 
 def is_fatal(exc: BaseException) -> bool:

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -106,12 +106,20 @@ class ExposureWorker:
     _worker: threading.Thread
     _closed: bool
     _internals: Internals
+    _drain_lock: threading.Lock
+    # Without consumer hooks (segment_check): our exposures put on Segment's queue so far, and how many
+    # of them have a known outcome (failed through on_error, or delivered once a flush saw the queue
+    # drained). Both are reset with the runtime (after fork).
+    _on_client_queue: int
+    _client_outcomes: int
     include_metadata: bool
 
     # Per-invocation delivery (segment_exposure.serverless): exposures held for the flushing thread to
     # post, instead of Segment's consumer thread; and the serverless platform still to be warned about.
     _invocation_batch: InvocationBatch | None = None
     _unflushed_platform: str | None = None
+    # Per invocation without the hand-built wire message: Client.track()'s own message, not queued.
+    _build_wire: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def _settle(self, outcome: str, n: int = 1) -> None:
         """Count the final outcome of ``n`` tracked exposures (``"delivered"`` or a drop reason).
@@ -193,9 +201,21 @@ class ExposureWorker:
         if self._direct:
             self._send_direct(pending, segment_client.wire_message(message))
             return
+        batch, build_wire = self._invocation_batch, self._build_wire
         analytics = self._analytics
         while True:
             try:
+                if batch is not None and build_wire is not None:
+                    # Per invocation (public API): the message Client.track() builds, held for the flush.
+                    try:
+                        wire = build_wire(message)
+                    except TypeError as exc:
+                        log.warning("segment-exposure: %s; exposures go through Segment's queue instead", exc)
+                        self._build_wire = build_wire = None
+                        continue
+                    batch.add(wire, client=analytics)
+                    self._stats.enqueued.incr()
+                    return
                 ok, _ = analytics.track(**message)
             except RuntimeError:
                 # Segment's 32 KB check, made on this thread rather than the caller's.
@@ -216,6 +236,8 @@ class ExposureWorker:
                 self._stats.enqueued.incr()
                 if self._synchronous:
                     self._settle("delivered")  # an in-memory or synchronous client has delivered it
+                else:
+                    self._on_client_queue += 1  # this worker thread is its only writer
                 return
             if not self._room_or_give_up():
                 return
@@ -288,8 +310,27 @@ class ExposureWorker:
     def _on_failed(self, exc: BaseException, batch: list[dict[str, Any]]) -> None:
         n = self._ours(batch)
         if n:
+            with self._drain_lock:
+                self._client_outcomes += n
             self._settle("delivery_failed", n)
             log.error("segment-exposure: Segment gave up delivering %d exposure(s): %s", n, exc)
+
+    def _settle_drained(self, queued: int) -> None:
+        """Without consumer hooks: of the first ``queued`` exposures put on Segment's queue, those whose
+        outcome is not known yet were delivered, once a flush has seen the queue drained.
+
+        Segment's consumer calls ``on_error`` before it marks a failed batch done, so once the queue has
+        drained every failure among those messages has been counted. Exposures posted per invocation
+        (``InvocationBatch``) are counted by the batch and never enter this tally.
+        """
+        if self._internals.consumer_hooks or self._synchronous:
+            return
+        with self._drain_lock:
+            n = queued - self._client_outcomes
+            if n <= 0:
+                return
+            self._client_outcomes += n
+        self._settle("delivered", n)
 
     # -- flushing ------------------------------------------------------------------------------------
 
@@ -312,8 +353,17 @@ class ExposureWorker:
         does not queue for Segment's consumer (in-memory, ``sync_mode``), ``flush()`` is already immediate.
         """
         self._unflushed_platform = None
-        if self._invocation_batch is None and self._direct:
+        if self._invocation_batch is not None or self._synchronous:
+            return
+        if self._direct:
             self._invocation_batch = InvocationBatch(self._analytics, self._settle)
+        elif segment_client.accepts_direct_enqueue(self._analytics):
+            # The public API (segment_check): Client.track() on a send=False twin builds each message;
+            # the batch posts it with Segment's default upload_size (the consumer's is not read).
+            self._build_wire = segment_client.message_builder(self._analytics)
+            self._invocation_batch = InvocationBatch(
+                self._analytics, self._settle, upload_size=segment_client.DEFAULT_UPLOAD_SIZE
+            )
 
     def _warn_unflushed_platform(self) -> None:
         platform, self._unflushed_platform = self._unflushed_platform, None
