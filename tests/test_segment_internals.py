@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from segment_exposure import Exposure
 from segment_exposure.tracking import segment_check, segment_client
 from segment_exposure.tracking.segment_check import FORCE_PUBLIC_API_ENV, check_internals
 
-from .conftest import WRITE_KEY
+from .conftest import WRITE_KEY, wait_until
 
 
 @pytest.fixture
@@ -77,3 +78,53 @@ def test_forced_public_api_delivers_and_counts_everything(
     stats = provider.stats()
     assert (stats["delivered"], stats["dropped"]["delivery_failed"]) == (3, 1)
     assert WRITE_KEY not in caplog.text
+
+
+def _flush_helpers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "segment-exposure-flush"}
+
+
+def test_without_queue_conditions_flushes_in_an_outage_share_one_helper_thread(
+    fresh_check: None, monkeypatch: pytest.MonkeyPatch, make_provider: Any, collector: Any
+) -> None:
+    """The public Client.flush() has no timeout: each flush past its deadline used to leave a thread
+    blocked for the rest of the outage (one per request with a per-request flush)."""
+    monkeypatch.setenv(FORCE_PUBLIC_API_ENV, "1")
+    before = _flush_helpers()
+    provider = make_provider()
+    collector.down()
+    provider.track(Exposure("f", "on"), {"user_id": "user-00001"})
+    for _ in range(5):
+        assert provider.flush(0.2) is False
+    assert len(_flush_helpers() - before) == 1
+    collector.up()
+    assert provider.flush(30) is True  # Segment's consumer retries it
+    assert provider.stats()["delivered"] == 1
+    assert wait_until(lambda: not _flush_helpers() - before)
+
+
+def test_without_queue_conditions_concurrent_flushes_each_see_their_own_exposures_delivered(
+    fresh_check: None, monkeypatch: pytest.MonkeyPatch, make_provider: Any, collector: Any
+) -> None:
+    monkeypatch.setenv(FORCE_PUBLIC_API_ENV, "1")
+    provider = make_provider()
+    results: list[bool] = []
+    missing: list[str] = []
+
+    def request(worker: int) -> None:
+        for i in range(10):
+            user = f"user-{worker}-{i:03d}"
+            provider.track(Exposure("f", "on"), {"user_id": user})
+            results.append(provider.flush(30))
+            if user not in {m["userId"] for m in collector.events()}:
+                missing.append(user)  # its flush returned before its own exposure was delivered
+
+    threads = [threading.Thread(target=request, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(results) and len(results) == 80 and not missing
+    stats = provider.stats()
+    assert stats["delivered"] == stats["tracked"] == 80 and stats["dropped_total"] == 0
+    assert len(collector.events()) == 80

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from segment_exposure._fork import after_fork_in_child
-from segment_exposure.tracking import deployment, invocation_batch, segment_client
+from segment_exposure.tracking import deployment, invocation_batch, segment_check, segment_client
 from segment_exposure.tracking.dedupe import DedupeCache
 from segment_exposure.tracking.worker import _STOP, ExposureWorker, run_worker
 
@@ -248,7 +248,7 @@ class ProviderLifecycle(ExposureWorker):
             elif self._owns_client:
                 # The public way: a new client (the parent's, whose threads do not exist here, is dropped).
                 key, host, options = self._client_args
-                self._analytics = segment_client.new_client_after_fork(
+                self._analytics = segment_check.new_client_after_fork(
                     self._analytics, lambda: segment_client.make_client(key, host, **options)
                 )
             else:
@@ -314,9 +314,12 @@ class ProviderLifecycle(ExposureWorker):
                 if not segment_client.unfinished(self._analytics):
                     return drained  # nothing on Segment's queue (your own events would be): no wait on it
             queued = self._on_client_queue
-            drained = drained and segment_client.wait_drained(
-                self._analytics, deadline, conditions=self._internals.queue_conditions
+            wait = (
+                segment_client.wait_drained
+                if self._internals.queue_conditions
+                else segment_check.wait_flushed
             )
+            drained = drained and wait(self._analytics, deadline)
             if drained:
                 self._settle_drained(queued)
             return drained and self._stats.dropped["delivery_failed"].value == failures_before

@@ -9,12 +9,15 @@ naming what it could not use, instead of counters that silently stay at zero.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import functools
 import inspect
 import json
 import logging
 import os
+import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +26,15 @@ from typing import Any
 
 from segment_exposure.tracking import segment_client
 
-__all__ = ["FORCE_PUBLIC_API_ENV", "Internals", "check_internals", "fallback_on_error"]
+__all__ = [
+    "FORCE_PUBLIC_API_ENV",
+    "Internals",
+    "check_internals",
+    "fallback_on_error",
+    "message_builder",
+    "new_client_after_fork",
+    "wait_flushed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +175,117 @@ def fallback_on_error(on_failed: ErrorCallback, user_on_error: ErrorCallback | N
             failed(exc, batch)
 
     return segment_client.chained_on_error(count_failure, user_on_error)
+
+
+# -- the public-API fallback's own steps ------------------------------------------------------------
+
+
+def message_builder(client: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``Client.track()``'s own message building, without queuing: for the public-API fallback.
+
+    ``track()`` returns ``(success, message)``; a twin of ``client`` made with ``send=False`` (no
+    consumer thread, no exit hook) only validates, cleans and size-checks, so what it returns is
+    exactly what ``client`` would have queued. Raises as ``track()`` does (``RuntimeError`` over
+    32 KB, ``AssertionError`` for a bad field), and ``TypeError`` if a release stops returning it.
+    """
+    from segment.analytics import Client
+
+    twin = Client(client.write_key, host=getattr(client, "host", None), send=False, max_queue_size=1)
+    atexit.unregister(twin.join)  # none with send=False; older releases registered one regardless
+
+    def build(track: dict[str, Any]) -> dict[str, Any]:
+        ok, message = twin.track(**track)
+        if not ok or not isinstance(message, dict):
+            raise TypeError("Client.track() with send=False did not return the message")
+        return message
+
+    return build
+
+
+def new_client_after_fork(client: Any, make: Callable[[], Any]) -> Any:
+    """In a forked child, the public way: a new client from ``make()``, with fresh HTTP sessions.
+
+    The parent's client is dropped: its consumer threads do not exist here, and its exit hook (a
+    ``join()`` with no timeout) would wait for them forever. A new ``Client`` alone is not enough:
+    it would post through the parent's pooled connections (see ``segment_client.fresh_http_sessions``).
+    """
+    segment_client.forget_parent_threads(client)
+    join = getattr(client, "join", None)
+    if join is not None:
+        atexit.unregister(join)
+    segment_client.fresh_http_sessions()
+    return make()
+
+
+class _Drainer:
+    """The public ``Client.flush()`` on one helper thread per client, shared by every waiting flush.
+
+    ``Client.flush()`` (``queue.join()``) has no timeout: a flush whose deadline passes in an outage
+    leaves its helper blocked until the queue drains. Shared, an outage costs one thread, not one per
+    request. A waiter takes a ticket; a round of the helper covers every ticket taken before it started
+    (their messages were queued before they asked), so a waiter whose ticket came later gets a new round.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()  # a forked child's helper does not exist: a new drainer there
+        self.cond = threading.Condition()
+        self.requested = 0  # tickets taken
+        self.finished = 0  # tickets covered by a completed round
+        self.succeeded = 0  # tickets covered by a round whose flush() returned normally
+        self.running = False
+
+    def wait(self, client: Any, deadline: float) -> bool:
+        with self.cond:
+            self.requested += 1
+            ticket = self.requested
+            if not self.running:
+                self.running = True
+                with segment_client.main_thread_signals():
+                    threading.Thread(
+                        target=self._run, args=(client,), name="segment-exposure-flush", daemon=True
+                    ).start()
+            while self.finished < ticket:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.cond.wait(remaining)
+            return self.succeeded >= ticket
+
+    def _run(self, client: Any) -> None:
+        while True:
+            with self.cond:
+                target = self.requested
+            ok = True
+            try:
+                client.flush()
+            except Exception:
+                ok = False
+                log.exception("segment-exposure: the Segment client's flush() raised")
+            with self.cond:
+                self.finished = target
+                if ok:
+                    self.succeeded = target
+                self.cond.notify_all()
+                if self.requested == target:
+                    self.running = False
+                    return
+
+
+#: Where a client's drainer is kept (our own attribute on it, read by nothing of Segment's).
+_DRAINER = "_segment_exposure_drainer"
+
+
+def _drainer(client: Any) -> _Drainer:
+    drainer = getattr(client, _DRAINER, None)
+    if isinstance(drainer, _Drainer) and drainer.pid == os.getpid():
+        return drainer
+    drainer = _Drainer()
+    with contextlib.suppress(AttributeError, TypeError):  # a client that takes no attributes: per call
+        setattr(client, _DRAINER, drainer)
+    return drainer
+
+
+def wait_flushed(client: Any, deadline: float) -> bool:
+    """Without ``queue.Queue``'s conditions: True once the public ``Client.flush()`` has returned, run
+    on the client's one shared helper thread, or False when ``deadline`` (monotonic) passes first."""
+    return _drainer(client).wait(client, deadline)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,8 +32,6 @@ __all__ = [
     "is_task_queue",
     "main_thread_signals",
     "make_client",
-    "message_builder",
-    "new_client_after_fork",
     "post_batch",
     "retry_after_seconds",
     "revive_after_fork",
@@ -209,28 +208,6 @@ def wire_message(track: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def message_builder(client: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """``Client.track()``'s own message building, without queuing: for the public-API fallback.
-
-    ``track()`` returns ``(success, message)``; a twin of ``client`` made with ``send=False`` (no
-    consumer thread, no exit hook) only validates, cleans and size-checks, so what it returns is
-    exactly what ``client`` would have queued. Raises as ``track()`` does (``RuntimeError`` over
-    32 KB, ``AssertionError`` for a bad field), and ``TypeError`` if a release stops returning it.
-    """
-    from segment.analytics import Client
-
-    twin = Client(client.write_key, host=getattr(client, "host", None), send=False, max_queue_size=1)
-    atexit.unregister(twin.join)  # none with send=False; older releases registered one regardless
-
-    def build(track: dict[str, Any]) -> dict[str, Any]:
-        ok, message = twin.track(**track)
-        if not ok or not isinstance(message, dict):
-            raise TypeError("Client.track() with send=False did not return the message")
-        return message
-
-    return build
-
-
 def enqueue(client: Any, message: dict[str, Any]) -> bool:
     """Put a wire message on the client's queue without blocking; False when the queue is full."""
     try:
@@ -240,25 +217,13 @@ def enqueue(client: Any, message: dict[str, Any]) -> bool:
     return True
 
 
-def wait_drained(client: Any, deadline: float, *, conditions: bool = True) -> bool:
+def wait_drained(client: Any, deadline: float) -> bool:
     """Wait until the client's queue has no unfinished messages, or ``deadline`` (monotonic) passes.
 
     ``Client.flush()`` is ``queue.join()`` with no timeout, which can block for minutes during an outage;
-    this waits on the same condition with a deadline. With ``conditions=False`` (the self-check's
-    fallback) it runs the public ``Client.flush()`` on a helper thread and waits for that instead.
+    this waits on the same condition with a deadline (without it: ``segment_check.wait_flushed``).
     """
     q = getattr(client, "queue", None)
-    if not conditions and callable(getattr(client, "flush", None)):
-        done = threading.Event()
-
-        def run_flush() -> None:
-            try:
-                client.flush()
-            finally:
-                done.set()
-
-        threading.Thread(target=run_flush, name="segment-exposure-flush", daemon=True).start()
-        return done.wait(max(0.0, deadline - time.monotonic()))
     if not is_task_queue(q):
         flush = getattr(client, "flush", None)
         if flush is not None:
@@ -430,8 +395,6 @@ def fresh_http_sessions() -> list[str]:
     even without the other internals; the sessions are found by type, not by name, so a renamed
     attribute is still found, and a release without module-level sessions needs none of this.
     """
-    import sys
-
     import requests
 
     replaced = []
@@ -442,21 +405,6 @@ def fresh_http_sessions() -> list[str]:
                 setattr(module, name, requests.Session())
                 replaced.append(f"{module_name}.{name}")
     return replaced
-
-
-def new_client_after_fork(client: Any, make: Callable[[], Any]) -> Any:
-    """In a forked child, the public way: a new client from ``make()``, with fresh HTTP sessions.
-
-    The parent's client is dropped: its consumer threads do not exist here, and its exit hook (a
-    ``join()`` with no timeout) would wait for them forever. A new ``Client`` alone is not enough:
-    it would post through the parent's pooled connections (see ``fresh_http_sessions``).
-    """
-    forget_parent_threads(client)
-    join = getattr(client, "join", None)
-    if join is not None:
-        atexit.unregister(join)
-    fresh_http_sessions()
-    return make()
 
 
 def forget_parent_threads(client: Any) -> None:

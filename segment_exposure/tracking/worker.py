@@ -20,11 +20,10 @@ from typing import Any
 
 from segment_exposure.exposure import EXPOSURE_EVENT, Exposure
 from segment_exposure.identity.user import context_from_user
-from segment_exposure.tracking import segment_client
+from segment_exposure.tracking import segment_check, segment_client
 from segment_exposure.tracking.dedupe import Decision
 from segment_exposure.tracking.invocation_batch import InvocationBatch
 from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX, exposure_message_id
-from segment_exposure.tracking.segment_check import Internals
 from segment_exposure.tracking.stats import ProviderStats
 
 __all__ = ["ExposureWorker"]
@@ -105,7 +104,7 @@ class ExposureWorker:
     _full_drops: int
     _worker: threading.Thread
     _closed: bool
-    _internals: Internals
+    _internals: segment_check.Internals
     _drain_lock: threading.Lock
     # Without consumer hooks (segment_check): our exposures put on Segment's queue so far, and how many
     # of them have a known outcome (failed through on_error, or delivered once a flush saw the queue
@@ -360,7 +359,7 @@ class ExposureWorker:
         elif segment_client.accepts_direct_enqueue(self._analytics):
             # The public API (segment_check): Client.track() on a send=False twin builds each message;
             # the batch posts it with Segment's default upload_size (the consumer's is not read).
-            self._build_wire = segment_client.message_builder(self._analytics)
+            self._build_wire = segment_check.message_builder(self._analytics)
             self._invocation_batch = InvocationBatch(
                 self._analytics, self._settle, upload_size=segment_client.DEFAULT_UPLOAD_SIZE
             )
