@@ -128,3 +128,36 @@ def test_without_queue_conditions_concurrent_flushes_each_see_their_own_exposure
     stats = provider.stats()
     assert stats["delivered"] == stats["tracked"] == 80 and stats["dropped_total"] == 0
     assert len(collector.events()) == 80
+
+
+def test_a_release_without_a_module_level_session_gets_a_new_client_after_fork(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fresh consumers on the same client are safe only while fresh_http_sessions() can give the child
+    its own connections; without a module-level session there, a new Client is the safe way."""
+    from segment.analytics import request as segment_request
+
+    monkeypatch.delattr(segment_request, "_session")
+    internals = segment_check._probe()
+    assert not internals.revive_in_place and internals.direct_enqueue and internals.consumer_hooks
+    assert internals.missing == ("a module-level requests.Session in segment.analytics.request",)
+
+
+def test_fresh_http_sessions_replaces_segments_module_level_sessions_by_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import requests
+    from segment.analytics import oauth_manager
+    from segment.analytics import request as segment_request
+
+    for module in (segment_request, oauth_manager):  # restored afterwards
+        monkeypatch.setattr(module, "_session", module._session)
+    monkeypatch.setattr(segment_request, "renamed_session", requests.Session(), raising=False)
+    old = segment_request._session
+    replaced = set(segment_client.fresh_http_sessions())
+    assert replaced == {
+        "segment.analytics.request._session",
+        "segment.analytics.request.renamed_session",
+        "segment.analytics.oauth_manager._session",
+    }
+    assert isinstance(segment_request._session, requests.Session) and segment_request._session is not old
