@@ -46,7 +46,8 @@ FORCE_PUBLIC_API_ENV = "SEGMENT_EXPOSURE_FORCE_PUBLIC_API"
 class Internals:
     """Which of segment-analytics-python's internals the provider may use in this process."""
 
-    #: The hand-built wire message on ``client.queue`` (else ``Client.track()`` on the worker thread).
+    #: The hand-built wire message on ``client.queue`` (else ``Client.track()`` on the worker thread;
+    #: per invocation, on a ``send=False`` twin whose message the flush posts: ``message_builder``).
     direct_enqueue: bool
     #: ``Consumer.request``/``on_error`` wrapped on ``client.consumers`` (else the constructor's
     #: ``on_error``, and delivery counted once ``Client.flush()`` has drained the queue).
