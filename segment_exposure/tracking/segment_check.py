@@ -9,7 +9,6 @@ naming what it could not use, instead of counters that silently stay at zero.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import copy
 import functools
 import inspect
@@ -272,17 +271,19 @@ class _Drainer:
                     return
 
 
-#: Where a client's drainer is kept (our own attribute on it, read by nothing of Segment's).
-_DRAINER = "_segment_exposure_drainer"
+#: Each client's drainer, held weakly: a dropped client takes its drainer with it. No lock (one taken
+#: here could be inherited held through fork): two threads racing at the first flush may each start a
+#: drainer, which costs one thread and loses nothing.
+_drainers: weakref.WeakKeyDictionary[Any, _Drainer] = weakref.WeakKeyDictionary()
 
 
 def _drainer(client: Any) -> _Drainer:
-    drainer = getattr(client, _DRAINER, None)
-    if isinstance(drainer, _Drainer) and drainer.pid == os.getpid():
-        return drainer
-    drainer = _Drainer()
-    with contextlib.suppress(AttributeError, TypeError):  # a client that takes no attributes: per call
-        setattr(client, _DRAINER, drainer)
+    try:
+        drainer = _drainers.get(client)
+        if drainer is None or drainer.pid != os.getpid():
+            drainer = _drainers[client] = _Drainer()
+    except TypeError:  # a client that cannot be weakly referenced: a drainer per call
+        return _Drainer()
     return drainer
 
 
