@@ -178,6 +178,63 @@ def test_sigterm_delivers_every_queued_exposure_within_the_deadline(collector: S
     app.stderr.close()  # type: ignore[union-attr]
 
 
+SIGTERM_MANY = """
+import gc
+import signal
+import sys
+import time
+from segment_exposure import Exposure, SegmentExposureTrackingProvider
+from segment_exposure.tracking import lifecycle
+host, key = sys.argv[1], sys.argv[2]
+
+def before(signum, frame):  # the application's own handler, installed first
+    print("previous handler ran", flush=True)
+    sys.exit(3)
+
+signal.signal(signal.SIGTERM, before)
+first = SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True, flush_timeout=10)
+for _ in range(6):  # providers that come and go must not pile up handlers or references
+    SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True).shutdown(2)
+gc.collect()
+second = SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True, flush_timeout=10)
+assert signal.getsignal(signal.SIGTERM) is lifecycle._on_sigterm
+assert set(lifecycle._sigterm_flushed) == {first, second}, len(lifecycle._sigterm_flushed)
+for i in range(3_000):
+    first.track(Exposure("checkout", "treatment"), {"user_id": f"first-{i:05d}"})
+    second.track(Exposure("search", "on"), {"user_id": f"second-{i:05d}"})
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_one_sigterm_handler_shuts_down_every_provider_that_asked_then_runs_the_previous_one(
+    collector: SegmentCollector,
+) -> None:
+    app = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SIGTERM_MANY), collector.url, WRITE_KEY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None and app.stderr is not None
+        assert app.stdout.readline() == "ready\n", app.stderr.read() if app.poll() is not None else ""
+        app.send_signal(signal.SIGTERM)
+        code = app.wait(30)
+        assert app.stdout.read() == "previous handler ran\n"
+        assert code == 3, app.stderr.read()
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait(10)
+        for stream in (app.stdout, app.stderr):
+            if stream is not None:
+                stream.close()
+    users = [m["userId"] for m in collector.events()]
+    assert len(users) == len(set(users)) == 6_000
+
+
 def _blocked_signals(native_id: int | None) -> int:
     status = Path(f"/proc/self/task/{native_id}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)

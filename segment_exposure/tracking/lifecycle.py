@@ -134,6 +134,23 @@ def _weakly(method: Callable[..., None]) -> Callable[..., None]:
     return call
 
 
+#: Providers made with ``flush_on_sigterm=True``, held weakly, and what SIGTERM did before our handler.
+_sigterm_flushed: weakref.WeakSet[ProviderLifecycle] = weakref.WeakSet()
+_sigterm_before: Any = signal.SIG_DFL
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """Shut down every provider that asked (each within its ``flush_timeout``), then do what SIGTERM did."""
+    for provider in list(_sigterm_flushed):
+        provider.shutdown(provider.flush_timeout)
+    previous = _sigterm_before
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class ProviderLifecycle(ExposureWorker):
     """Start, fork, flush and stop: the half of the provider that runs outside ``track()``."""
 
@@ -276,20 +293,12 @@ class ProviderLifecycle(ExposureWorker):
         if threading.current_thread() is not threading.main_thread():
             log.warning("segment-exposure: flush_on_sigterm needs the main thread; SIGTERM not handled")
             return
-        previous = signal.getsignal(signal.SIGTERM)
-        provider = weakref.ref(self)
-
-        def on_sigterm(signum: int, frame: Any) -> None:
-            live = provider()
-            if live is not None:
-                live.shutdown(live.flush_timeout)
-            if callable(previous):
-                previous(signum, frame)
-            elif previous != signal.SIG_IGN:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
+        _sigterm_flushed.add(self)
+        current = signal.getsignal(signal.SIGTERM)
+        if current is not _on_sigterm:  # one handler per process, however many providers ask for it
+            global _sigterm_before
+            _sigterm_before = current
+            signal.signal(signal.SIGTERM, _on_sigterm)
 
     # -- flushing ------------------------------------------------------------------------------------
 
