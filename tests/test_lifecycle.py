@@ -240,6 +240,31 @@ def test_dropped_providers_are_collected_and_leave_no_thread_or_queue(collector:
     assert len(collector.events()) == 100
 
 
+@pytest.mark.parametrize("per_invocation", [False, True])
+def test_a_dropped_provider_is_freed_by_reference_counting_alone(
+    collector: SegmentCollector, per_invocation: bool
+) -> None:
+    """No reference cycle through the provider (per-invocation delivery included): freed at once, so
+    its worker thread stops when the last reference goes, not whenever the cyclic collector runs."""
+    from segment_exposure.serverless import flush_each_request
+
+    provider = SegmentExposureTrackingProvider(WRITE_KEY, collector.url)
+    if per_invocation:
+        assert flush_each_request(provider, True) and provider._invocation_batch is not None
+    assert provider.track(Exposure("flag", "on"), {"user_id": "user-00001"})
+    assert provider.flush(30)
+    worker = provider._worker
+    ref = weakref.ref(provider)
+    gc.disable()
+    try:
+        del provider
+        assert ref() is None
+    finally:
+        gc.enable()
+    assert wait_until(lambda: not worker.is_alive(), timeout=30)
+    assert [e["userId"] for e in collector.events()] == ["user-00001"]
+
+
 def test_a_live_provider_is_still_flushed_at_exit_after_others_were_collected(
     collector: SegmentCollector,
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from segment_exposure._fork import after_fork_in_child
 from segment_exposure.tracking import deployment, invocation_batch, segment_check, segment_client
 from segment_exposure.tracking.dedupe import DedupeCache
-from segment_exposure.tracking.worker import _STOP, ExposureWorker, run_worker
+from segment_exposure.tracking.worker import _STOP, ExposureWorker, _weakly, run_worker
 
 __all__ = ["ProviderLifecycle", "live_providers"]
 
@@ -120,18 +120,6 @@ def _exit_hook(provider: weakref.ref[ProviderLifecycle]) -> None:
     live = provider()
     if live is not None:
         live._at_exit()
-
-
-def _weakly(method: Callable[..., None]) -> Callable[..., None]:
-    """``method``, called only while its object is alive, without keeping it alive."""
-    ref = weakref.WeakMethod(method)
-
-    def call(*args: Any) -> None:
-        bound = ref()
-        if bound is not None:
-            bound(*args)
-
-    return call
 
 
 #: Providers made with ``flush_on_sigterm=True``, held weakly, and what SIGTERM did before our handler.

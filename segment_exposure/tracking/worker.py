@@ -84,6 +84,18 @@ class _Pending:
         self.decision = decision
 
 
+def _weakly(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, called only while its object is alive, without keeping it alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+
+    return call
+
+
 class ExposureWorker:
     """The worker's half of the provider: what runs on its thread, and what Segment's consumer reports."""
 
@@ -355,13 +367,13 @@ class ExposureWorker:
         if self._invocation_batch is not None or self._synchronous:
             return
         if self._direct:
-            self._invocation_batch = InvocationBatch(self._analytics, self._settle)
+            self._invocation_batch = InvocationBatch(self._analytics, _weakly(self._settle))
         elif segment_client.accepts_direct_enqueue(self._analytics):
             # The public API (segment_check): Client.track() on a send=False twin builds each message;
             # the batch posts it with Segment's default upload_size (the consumer's is not read).
             self._build_wire = segment_check.message_builder(self._analytics)
             self._invocation_batch = InvocationBatch(
-                self._analytics, self._settle, upload_size=segment_client.DEFAULT_UPLOAD_SIZE
+                self._analytics, _weakly(self._settle), upload_size=segment_client.DEFAULT_UPLOAD_SIZE
             )
 
     def _warn_unflushed_platform(self) -> None:
