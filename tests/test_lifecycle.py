@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -330,3 +331,37 @@ def test_concurrent_repeats_and_evictions_stay_consistent(gil: bool, monkeypatch
         assert stats["dedupe_entries"] <= 50
     finally:
         provider.shutdown(5)
+
+
+def test_shutdown_after_a_drained_flush_does_not_wait_out_segments_upload_interval(
+    collector: SegmentCollector,
+) -> None:
+    """A paused consumer waits up to ``upload_interval`` for messages that will not come; with nothing
+    queued or in flight, shutdown leaves it to end on its own instead of joining it."""
+    interval = 4.0
+    provider = SegmentExposureTrackingProvider(
+        WRITE_KEY, collector.url, client_options={"upload_interval": interval}
+    )
+    assert provider.track(Exposure("flag", "on"), {"user_id": "user-00001"})
+    assert provider.flush(30)
+    consumers = list(provider.analytics.consumers)
+    start = time.monotonic()
+    assert provider.shutdown(30) is True
+    assert time.monotonic() - start < interval / 2  # joining would take up to the whole interval
+    assert wait_until(lambda: not any(c.is_alive() for c in consumers), timeout=30)
+    assert provider.stats()["delivered"] == 1 and provider.stats()["dropped_total"] == 0
+
+
+def test_shutdown_with_exposures_still_queued_waits_for_the_consumer_within_the_deadline(
+    collector: SegmentCollector,
+) -> None:
+    provider = SegmentExposureTrackingProvider(
+        WRITE_KEY, collector.url, client_options={"upload_interval": 0.2}
+    )
+    collector.slow(1.0, count=1)  # the first batch is in flight when shutdown starts
+    for i in range(50):
+        assert provider.track(Exposure("flag", "on"), {"user_id": f"user-{i:05}"})
+    assert wait_until(lambda: collector.requests >= 1, timeout=30)
+    assert provider.shutdown(30) is True
+    assert len(collector.events()) == 50
+    assert provider.stats()["delivered"] == 50

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from segment_exposure._fork import after_fork_in_child
+from segment_exposure._signals import main_thread_signals
 from segment_exposure.tracking import deployment, invocation_batch, segment_check, segment_client
 from segment_exposure.tracking.dedupe import DedupeCache
 from segment_exposure.tracking.worker import _STOP, ExposureWorker, _weakly, run_worker
@@ -204,7 +205,7 @@ class ProviderLifecycle(ExposureWorker):
             name="segment-exposure-worker",
             daemon=True,
         )
-        with segment_client.main_thread_signals():
+        with main_thread_signals():
             self._worker.start()
         self._drain_lock = threading.Lock()
         self._pid = _getpid()  # last: a process-id match means this runtime is ready

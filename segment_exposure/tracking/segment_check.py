@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from segment_exposure._signals import main_thread_signals
 from segment_exposure.tracking import segment_client
 
 __all__ = [
@@ -240,7 +241,7 @@ class _Drainer:
             ticket = self.requested
             if not self.running:
                 self.running = True
-                with segment_client.main_thread_signals():
+                with main_thread_signals():
                     threading.Thread(
                         target=self._run, args=(client,), name="segment-exposure-flush", daemon=True
                     ).start()

@@ -10,15 +10,15 @@ and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import queue
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeGuard
+
+from segment_exposure._signals import main_thread_signals
 
 __all__ = [
     "DEFAULT_UPLOAD_SIZE",
@@ -62,30 +62,6 @@ _CONSUMER_SETTINGS = (
     "max_total_backoff_duration",
     "max_rate_limit_duration",
 )
-
-
-#: Signals a process is stopped or interrupted with. Python runs their handlers only on the main thread,
-#: and only once the kernel delivers them to it: a signal that lands on a background thread leaves the
-#: main thread blocked in its syscall (an accept(), a read()) with the handler never run.
-_PROCESS_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
-)
-
-
-@contextlib.contextmanager
-def main_thread_signals() -> Iterator[None]:
-    """Threads started inside the block never receive process signals: the main thread does.
-
-    A new thread inherits its creator's signal mask, so the mask is set around the start and restored.
-    """
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def make_client(write_key: str, host: str | None, **options: Any) -> Any:
@@ -327,9 +303,12 @@ def stop_consumers(client: Any, deadline: float) -> None:
     consumers = getattr(client, "consumers", None) or ()
     for consumer in consumers:
         consumer.pause()
-    for consumer in consumers:
-        if consumer.is_alive():
-            consumer.join(max(0.0, deadline - time.monotonic()))
+    # Paused, a consumer still waits out its upload_interval for messages; with none queued or in flight
+    # it holds nothing, so it is left to end on its own.
+    if getattr(getattr(client, "queue", None), "unfinished_tasks", None) != 0:
+        for consumer in consumers:
+            if consumer.is_alive():
+                consumer.join(max(0.0, deadline - time.monotonic()))
     # The client's own exit hook joins the same threads with no timeout: the stop is done, and bounded.
     join = getattr(client, "join", None)
     if join is not None:
