@@ -199,10 +199,15 @@ def test_a_4000_event_batch_fits_the_default_cap(server: ServeProcess, amplitude
     events = [segment_event(i, "big", traits={"plan": "pro", "company": "Example Inc."}) for i in range(4000)]
     body = json.dumps(events).encode()
     assert len(body) * 2 < DEFAULT_MAX_BODY_BYTES, "room for events twice this size"
-    response = post(server, body)
+    # The servers here give Amplitude a 1 s deadline (for the slow-Amplitude test); on a loaded machine
+    # a batch this size may miss it and get 503, which Segment retries: so does this test, up to 5 times.
+    for _ in range(5):
+        response = post(server, body)
+        if response.status_code != 503:
+            break
     assert response.status_code == 200, response.text
     assert response.json()["delivered"] == 4000
-    assert amplitude.ingested_count == 4000
+    assert amplitude.ingested_count == 4000  # each exactly once (Amplitude drops a resent insert_id)
 
 
 def test_empty_batch_and_non_event_elements(server: ServeProcess, amplitude: AmplitudeEmulator) -> None:
