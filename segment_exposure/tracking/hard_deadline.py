@@ -11,7 +11,7 @@ The connections are found through the interpreter's audit event ``http.client.se
 http.client raises with the connection before each send (requests and urllib3 send through it), so
 Segment's own ``request.post`` and its shared session are used as they are. The audit hook is added
 once, on first use (only providers that flush per invocation use this), and stays for the life of the
-process, as audit hooks do; for every other audit event it costs one string comparison.
+process, as audit hooks do; every other audit event pays one Python call (about 0.15 µs).
 """
 
 from __future__ import annotations
