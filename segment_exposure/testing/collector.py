@@ -36,7 +36,7 @@ SINGLE_EVENT_PATHS = frozenset(
 
 @dataclass
 class CollectorFault:
-    """One injected fault: ``kind`` is ``"status"``, ``"reset"`` or ``"slow"``.
+    """One injected fault: ``kind`` is ``"status"``, ``"reset"``, ``"slow"``, ``"trickle"`` or ``"hang"``.
 
     It applies to the next ``count`` requests (``None``: until ``until`` passes or it is cleared).
     """
@@ -47,6 +47,10 @@ class CollectorFault:
     delay: float = 0.0
     count: int | None = 1
     until: float | None = None
+    #: ``"trickle"``: the answer's body is padded with spaces to this many bytes.
+    size: int = 0
+    #: ``"trickle"``: the status line and headers are trickled too, not sent at once.
+    whole: bool = False
 
 
 class SegmentCollector(LoopbackServer):
@@ -73,6 +77,7 @@ class SegmentCollector(LoopbackServer):
         self.rejected: list[tuple[int, str]] = []
         self._faults: list[CollectorFault] = []
         self._cond = threading.Condition()
+        self._released = threading.Event()  # ends every "hang" (up(), stop())
         self._bind(_handler_for(self), port)
 
     # -- faults --------------------------------------------------------------------------------------
@@ -110,14 +115,36 @@ class SegmentCollector(LoopbackServer):
             CollectorFault("slow", delay=delay, count=None if seconds else count, until=self._until(seconds))
         )
 
+    def trickle(self, interval: float, *, size: int = 64, whole: bool = False, count: int | None = 1) -> None:
+        """Accept the next ``count`` batches, then answer them one byte every ``interval`` seconds.
+
+        The body is padded to ``size`` bytes; with ``whole`` the status line and headers are trickled
+        too. A client's per-read timeout restarts with every byte, so only a deadline on the whole
+        exchange ends it before ``size * interval`` seconds.
+        """
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        self._add(CollectorFault("trickle", delay=interval, size=size, whole=whole, count=count))
+
+    def hang(self, *, count: int | None = 1) -> None:
+        """Read the next ``count`` requests and never answer them (nor accept their batches) until
+        ``up()`` or ``stop()``, which close their connections unanswered."""
+        self._released.clear()
+        self._add(CollectorFault("hang", count=count))
+
     def down(self) -> None:
         """Answer 503 to everything until ``up()``: an outage of unknown length."""
         self._add(CollectorFault("status", status=503, count=None))
 
     def up(self) -> None:
-        """End every injected fault."""
+        """End every injected fault (a hanging request's connection is closed unanswered)."""
         with self._cond:
             self._faults.clear()
+        self._released.set()
+
+    def stop(self) -> None:
+        self._released.set()
+        super().stop()
 
     @staticmethod
     def _until(seconds: float | None) -> float | None:
@@ -326,6 +353,10 @@ def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
                     fault.status, {"code": "injected", "message": f"injected {fault.status}"}, headers
                 )
                 return
+            if fault is not None and fault.kind == "hang":
+                collector._released.wait()
+                self.close_connection = True
+                return
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.delay)
             if single:
@@ -335,6 +366,29 @@ def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:
             if status != 200:
                 with collector._cond:
                     collector.rejected.append((status, payload.get("message", "")))
+            if fault is not None and fault.kind == "trickle":
+                self._trickle(status, payload, fault)
+                return
             self.send_json(status, payload)
+
+        def _trickle(self, status: int, payload: dict[str, Any], fault: CollectorFault) -> None:
+            """Answer a byte every ``fault.delay`` seconds; stop when the client has gone."""
+            body = json.dumps(payload).encode().ljust(fault.size)
+            head = (
+                f"HTTP/1.1 {status} {self.responses[status][0]}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            self.close_connection = True
+            try:
+                if not fault.whole:
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                rest = head + body if fault.whole else body
+                for i in range(len(rest)):
+                    time.sleep(fault.delay)  # the fault is this pace: each byte alone on the wire
+                    self.wfile.write(rest[i : i + 1])
+                    self.wfile.flush()
+            except OSError:
+                pass  # the client gave up (its deadline): nothing more to trickle
 
     return Handler

@@ -6,6 +6,8 @@ before the handler returns. Segment's consumer thread waits up to ``upload_inter
 messages before it posts, so flushing through it costs up to half a second per invocation, and its
 retries run for hours. Here the flushing thread itself posts everything the invocation produced, in one
 request (more only past Segment's batch limits), with retries bounded by the invocation's deadline.
+The deadline is hard (``hard_deadline``): a Segment that answers too slowly, even a byte at a time,
+has its connection shut down when it passes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 
 from segment_exposure._fork import after_fork_in_child
 from segment_exposure.tracking import segment_client
+from segment_exposure.tracking.hard_deadline import Watch, hard_deadline
 
 __all__ = ["InvocationBatch"]
 
@@ -115,7 +118,9 @@ class InvocationBatch:
         """Post everything held, finishing by ``deadline`` (``time.monotonic()``); True if all delivered.
 
         False also when another thread's post held the line past the deadline: what this one would have
-        sent then stays held for the next flush.
+        sent then stays held for the next flush. Returns by the deadline whatever Segment does: a request
+        still unanswered then is cut, and its messages counted as ``flush_deadline`` (Segment may have
+        received them; they are not sent again).
         """
         if not self._messages:
             return True
@@ -125,8 +130,9 @@ class InvocationBatch:
             with self._lock:
                 messages, self._messages = self._messages, []
             delivered = True
-            for chunk in self._chunks(messages):
-                delivered = self._post_chunk(chunk, deadline) and delivered
+            with hard_deadline(deadline) as watch:
+                for chunk in self._chunks(messages):
+                    delivered = self._post_chunk(chunk, deadline, watch) and delivered
             return delivered
         finally:
             self._post_lock.release()
@@ -146,7 +152,7 @@ class InvocationBatch:
             size += length
         return chunks
 
-    def _post_chunk(self, chunk: list[dict[str, Any]], deadline: float) -> bool:
+    def _post_chunk(self, chunk: list[dict[str, Any]], deadline: float, watch: Watch) -> bool:
         client = self._client
 
         def stop(state: RetryCallState) -> bool:
@@ -161,7 +167,7 @@ class InvocationBatch:
             for attempt in retrying:
                 with attempt:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 or watch.expired:
                         raise _OutOfTime()
                     segment_client.post_batch(
                         client, chunk, timeout=remaining, retry_count=attempt.retry_state.attempt_number - 1
@@ -173,7 +179,11 @@ class InvocationBatch:
                 "segment-exposure: %d exposure(s) not delivered by the flush (%s): %s",
                 len(chunk),
                 reason,
-                "no time left" if isinstance(exc, _OutOfTime) else exc,
+                "no time left"
+                if isinstance(exc, _OutOfTime)
+                else f"cut at the deadline ({exc})"
+                if watch.expired
+                else exc,
             )
             return False
         self._settle("delivered", len(chunk))

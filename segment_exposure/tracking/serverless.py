@@ -4,7 +4,8 @@ These platforms freeze the process as soon as a response is returned and later k
 a background thread gets no CPU to send what was queued, and exit hooks never run. ``flush_after``
 wraps an ``(event, context)`` handler, and ``flush_request`` ends a web request, so that what the
 invocation tracked is posted to Segment (one request, at once) before the response goes out, within
-the time the platform leaves. What does not make it in time is counted as ``flush_deadline``.
+the time the platform leaves. What does not make it in time is counted as ``flush_deadline``; the bound
+is hard (``tracking.hard_deadline``): a Segment answering too slowly has its connection cut at the deadline.
 """
 
 from __future__ import annotations
@@ -117,8 +118,8 @@ def flush_after(
 
     The flush posts everything the invocation tracked as one request, at once, and waits at most
     ``timeout`` seconds (default ``provider.flush_timeout``), never past the Lambda context's
-    remaining time minus ``margin``. An invocation that tracked nothing sends nothing. Wrap the
-    outermost handler, e.g. ``handler = flush_after(provider)(Mangum(app))``.
+    remaining time minus ``margin``, however slowly Segment answers. An invocation that tracked
+    nothing sends nothing. Wrap the outermost handler, e.g. ``handler = flush_after(provider)(Mangum(app))``.
     """
     if margin < 0:
         raise ValueError("margin must be >= 0")
