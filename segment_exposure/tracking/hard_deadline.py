@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from segment_exposure.tracking import segment_client
+from segment_exposure._signals import main_thread_signals
 
 __all__ = ["Watch", "hard_deadline"]
 
@@ -124,7 +124,7 @@ def hard_deadline(deadline: float) -> Iterator[Watch]:
     timer.name = "segment-exposure-deadline"
     _local.watch = watch
     try:
-        with segment_client.main_thread_signals():
+        with main_thread_signals():
             timer.start()
         yield watch
     finally:

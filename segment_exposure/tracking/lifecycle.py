@@ -199,9 +199,10 @@ class ProviderLifecycle(ExposureWorker):
             # Weakly: Segment's consumer thread holds these, and must not keep a dropped provider alive.
             segment_client.instrument(self._analytics, _weakly(self._on_delivered), _weakly(self._on_failed))
         self._lifecycle.queue = self._queue
+        self._worker_stopped = threading.Event()
         self._worker = threading.Thread(
             target=run_worker,
-            args=(weakref.ref(self), self._queue),
+            args=(weakref.ref(self), self._queue, self._worker_stopped),
             name="segment-exposure-worker",
             daemon=True,
         )
@@ -346,7 +347,7 @@ class ProviderLifecycle(ExposureWorker):
         try:
             atexit.unregister(self._exit_hook)
             self._queue.put(_STOP)
-            self._worker.join(max(0.0, deadline - time.monotonic()))
+            self._worker_stopped.wait(max(0.0, deadline - time.monotonic()))
             if self._owns_client:
                 segment_client.stop_consumers(self._analytics, deadline)
             # Everything tracked whose outcome is not known yet (queued here, in the worker's hands, or

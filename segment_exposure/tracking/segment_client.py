@@ -10,6 +10,8 @@ and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` 
 from __future__ import annotations
 
 import atexit
+import functools
+import inspect
 import logging
 import queue
 import sys
@@ -286,6 +288,8 @@ def post_batch(client: Any, batch: list[dict[str, Any]], *, timeout: float, retr
     """POST ``batch`` with the client's settings through Segment's own ``request.post``; raises on failure."""
     from segment.analytics.request import post
 
+    # retry_count is a parameter from 2.4.0; before it, post() would send it as a field of the body.
+    extra = {"retry_count": retry_count} if _takes_retry_count(post) else {}
     post(
         client.write_key,
         getattr(client, "host", None),
@@ -293,9 +297,14 @@ def post_batch(client: Any, batch: list[dict[str, Any]], *, timeout: float, retr
         timeout=min(float(getattr(client, "timeout", 15) or 15), timeout),
         proxies=getattr(client, "proxies", None),
         oauth_manager=getattr(client, "oauth_manager", None),
-        retry_count=retry_count,
         batch=batch,
+        **extra,
     )
+
+
+@functools.cache
+def _takes_retry_count(post: Callable[..., Any]) -> bool:
+    return "retry_count" in inspect.signature(post).parameters
 
 
 def stop_consumers(client: Any, deadline: float) -> None:

@@ -36,19 +36,28 @@ _MAX_MESSAGE_BYTES = 32 << 10
 _STOP = object()
 
 
-def run_worker(provider: weakref.ref[ExposureWorker], q: queue.SimpleQueue[Any]) -> None:
+def run_worker(
+    provider: weakref.ref[ExposureWorker], q: queue.SimpleQueue[Any], stopped: threading.Event
+) -> None:
     """The worker thread's loop. It holds the provider only while handling an item, never while waiting,
-    so a provider nobody references can be garbage-collected; its finalizer then puts ``_STOP``."""
-    while True:
-        item = q.get()
-        worker = provider()
-        if worker is None:
-            return
-        worker._handle(item)
-        del worker
-        if item is _STOP:
-            return
-        item = None
+    so a provider nobody references can be garbage-collected; its finalizer then puts ``_STOP``.
+
+    ``stopped`` is set as it ends: shutdown waits on that rather than ``Thread.join()``, which on
+    Python 3.13 crashed a child forked by C ``fork()`` (uWSGI) that had restarted its worker.
+    """
+    try:
+        while True:
+            item = q.get()
+            worker = provider()
+            if worker is None:
+                return
+            worker._handle(item)
+            del worker
+            if item is _STOP:
+                return
+            item = None
+    finally:
+        stopped.set()
 
 
 def _json_safe(value: Mapping[str, Any]) -> Any:
@@ -115,6 +124,7 @@ class ExposureWorker:
     _full_warned: float
     _full_drops: int
     _worker: threading.Thread
+    _worker_stopped: threading.Event
     _closed: bool
     _internals: segment_check.Internals
     _drain_lock: threading.Lock
