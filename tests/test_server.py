@@ -8,6 +8,7 @@ acknowledged with 200. Amplitude is the real AmplitudeEmulator in this process, 
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import re
@@ -424,3 +425,46 @@ def test_serve_without_gunicorn_names_the_extra(
     monkeypatch.setitem(sys.modules, "gunicorn.app.base", None)
     assert cli.main(["serve"]) == 2
     assert "pip install 'segment-exposure[server]'" in capsys.readouterr().err
+
+
+def test_serve_worker_freezes_what_it_holds_once_the_app_is_loaded() -> None:
+    """Each large batch's parsed and translated events set off full collections: the modules, the app and
+    its pools, held for the worker's whole life, are frozen out of them (``gc.freeze``) once loaded."""
+    from segment_exposure.cli import serve
+    from segment_exposure.server import ServerSettings
+
+    settings = ServerSettings(api_key="k" * 32, endpoint="http://127.0.0.1:9/2/httpapi")
+    application = serve._application(settings, serve.gunicorn_options(settings, "127.0.0.1", 0, 1))
+    gc.unfreeze()
+    app = application.load()
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        app.close()
+
+
+@pytest.mark.parametrize("limit", [2, 3, 64])
+@pytest.mark.parametrize("inner", ["dict", "list"])
+def test_depth_limit_is_exact_wherever_in_a_batch_the_deep_event_is(limit: int, inner: str) -> None:
+    """A batch is checked event by event: the limit counts the batch's own level, and one deep event
+    among shallow ones, first or last, is found."""
+    from segment_exposure.server.webhook import BodyError, parse_events
+
+    def levels(depth: int) -> Any:  # exactly ``depth`` nested containers
+        value: Any = "x"
+        for _ in range(depth):
+            value = {"a": value} if inner == "dict" else [value]
+        return value
+
+    shallow = [{"type": "track"}] * 3
+    for position in (0, 3):
+        fits, too_deep = list(shallow), list(shallow)
+        fits.insert(position, levels(limit - 1))
+        too_deep.insert(position, levels(limit))
+        assert len(parse_events(json.dumps(fits).encode(), max_depth=limit)) == 4
+        with pytest.raises(BodyError, match=f"nests deeper than {limit} levels"):
+            parse_events(json.dumps(too_deep).encode(), max_depth=limit)
+    assert parse_events(json.dumps(levels(limit)).encode(), max_depth=limit)  # one event (or array)
+    with pytest.raises(BodyError, match="nests deeper"):
+        parse_events(json.dumps(levels(limit + 1)).encode(), max_depth=limit)

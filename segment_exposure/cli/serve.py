@@ -15,6 +15,7 @@ in :meth:`load`: an HTTP connection pool must never be shared across processes.
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import math
@@ -184,6 +185,10 @@ def _application(
                 body_timeout=settings.body_timeout,
                 delivery_threads=DEFAULT_THREADS,
             )
+            # What the worker holds from here on (modules, the app, its pools) lives as long as the worker:
+            # frozen out of the collector's reach, so the full collections that each large batch's parsed
+            # and translated events trigger do not walk it all again (4% of the CPU per event at batch 1000).
+            gc.freeze()
             logger.info("worker ready: %r", app)
             return app if metrics is None else metrics.wrap_asgi(app)
 

@@ -8,6 +8,7 @@ raises. The JavaScript Segment Function has the same readers; the golden vectors
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -129,28 +130,36 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + doe - 719468
 
 
+@functools.lru_cache(maxsize=256)
+def _utc_day(text: str) -> int | None:
+    """Days since 1970-01-01 of ``YYYY-MM-DD``, or None; cached: the events of a batch share a few dates."""
+    year, month, day = text[0:4], text[5:7], text[8:10]
+    if text[4] != "-" or text[7] != "-" or not (year + month + day).isdigit() or not text.isascii():
+        return None
+    month_n, day_n = int(month), int(day)
+    if not (1 <= month_n <= 12 and 1 <= day_n <= 31):
+        return None
+    return _days_from_civil(int(year), month_n, day_n)
+
+
 def _iso_ms(text: str) -> int | None:
     # Fast path for what Segment's libraries send: YYYY-MM-DDTHH:MM:SS.mmmZ (or without the fraction).
     n = len(text)
     if (
         ((n == 24 and text[19] == ".") or n == 20)
         and text[-1] == "Z"
-        and text[4] == "-"
-        and text[7] == "-"
         and text[10] == "T"
         and text[13] == ":"
         and text[16] == ":"
     ):
-        digits = text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
+        days = _utc_day(text[:10])
+        clock = text[11:13] + text[14:16] + text[17:19]
         ms_text = text[20:23] if n == 24 else "0"
-        if digits.isdigit() and digits.isascii() and ms_text.isdigit() and ms_text.isascii():
-            rest, sec = divmod(int(digits), 100)
-            rest, mins = divmod(rest, 100)
-            rest, hrs = divmod(rest, 100)
-            rest, dd = divmod(rest, 100)
-            yy, mm = divmod(rest, 100)
-            if 1 <= mm <= 12 and 1 <= dd <= 31 and hrs <= 23 and mins <= 59 and sec <= 59:
-                days = _days_from_civil(yy, mm, dd)
+        digits = clock + ms_text
+        if days is not None and digits.isdigit() and digits.isascii():
+            hrs_mins, sec = divmod(int(clock), 100)
+            hrs, mins = divmod(hrs_mins, 100)
+            if hrs <= 23 and mins <= 59 and sec <= 59:
                 return (((days * 24 + hrs) * 60 + mins) * 60 + sec) * 1000 + int(ms_text)
     match = _ISO.fullmatch(text)
     if match is None:

@@ -136,7 +136,7 @@ class Send(SendState):
         if not self.ready and not self._produce():
             return None
         chunk = self.ready.popleft()
-        if len(chunk) > self.max_events or self._size(chunk) > self.max_bytes:
+        if self.lowered_limits and (len(chunk) > self.max_events or self._size(chunk) > self.max_bytes):
             # Packed before a 413 taught us a smaller limit: repack to the limit we know now.
             self.ready.extendleft(reversed(self._pack(chunk)))
             chunk = self.ready.popleft()
@@ -217,6 +217,7 @@ class Send(SendState):
             return
         half = (len(chunk) + 1) // 2
         # Learn from it: later requests of this send are packed at most half as large.
+        self.lowered_limits = True
         self.max_events = max(1, min(self.max_events, half))
         self.max_bytes = min(self.max_bytes, max(self._size(chunk[:half]), self._size(chunk[half:])))
         self.ready.appendleft(chunk[half:])

@@ -66,6 +66,7 @@ class SendState:
         self.held: list[_Held] = []
         self.max_events = client.limits.max_events
         self.max_bytes = client.limits.max_bytes
+        self.lowered_limits = False  # a 413 lowered them: chunks packed before may now be too large
         self.overhead = len(client._head) + len(client._tail)
         self.ready: deque[list[int]] = deque()
         self.retries: list[_Request] = []

@@ -73,7 +73,23 @@ def _reject_constant(name: str) -> Any:
 
 
 def _too_deep(value: Any, limit: int) -> bool:
-    """Whether containers nest deeper than ``limit``; level by level, so no recursion limit applies.
+    """Whether containers nest deeper than ``limit`` (a container alone is one level).
+
+    A batch is walked one event at a time: ``json.loads`` makes each event's objects one after another in
+    memory, so a walk over one event stays in the CPU's cache, where a level of the whole batch at once
+    does not.
+    """
+    if value.__class__ is not list or limit < 1:
+        return _nests_deeper(value, limit)
+    for event in value:
+        cls = event.__class__
+        if (cls is dict or cls is list) and _nests_deeper(event, limit - 1):
+            return True
+    return False
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """:func:`_too_deep` for one container, level by level, so no recursion limit applies.
 
     Only containers are kept for the next level, and ``json.loads`` makes exact ``dict`` and ``list``
     objects, so a class identity check does (half the time of ``isinstance`` on every value).
