@@ -12,8 +12,10 @@ import atexit
 import functools
 import logging
 import os
+import pkgutil
 import queue
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -22,7 +24,7 @@ from typing import Any
 
 from segment_exposure._fork import after_fork_in_child
 from segment_exposure._signals import main_thread_signals
-from segment_exposure.tracking import deployment, invocation_batch, segment_check, segment_client
+from segment_exposure.tracking import deployment, segment_check, segment_client
 from segment_exposure.tracking.dedupe import DedupeCache
 from segment_exposure.tracking.worker import _STOP, ExposureWorker, _weakly, run_worker
 
@@ -41,17 +43,10 @@ def _install_process_hooks() -> None:
     logger's filters see only its own records, not its children's); the at-fork hook resets providers
     in a forked child. Adding the same filter or hook again does nothing.
     """
-    for name in (
-        "segment",
-        __name__,
-        f"{__package__}.provider",
-        segment_client.__name__,
-        f"{__package__}.segment_check",
-        deployment.__name__,
-        invocation_batch.__name__,
-        ExposureWorker.__module__,
-        f"{__package__}.serverless",  # not imported here: it imports this module
-    ):
+    # Every module of this package is on the path to Segment (listed, not imported: some import this one).
+    package = sys.modules[__package__]
+    modules = [f"{__package__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
+    for name in ("segment", *modules):
         logging.getLogger(name).addFilter(_redactor)
     after_fork_in_child(_after_fork_in_child)
 
