@@ -142,8 +142,8 @@ def test_a_forked_child_never_posts_on_the_parents_connections(
 
 
 SIGTERM_APP = """
+import signal
 import sys
-import time
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 host, key = sys.argv[1], sys.argv[2]
 provider = SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True, flush_timeout=10)
@@ -151,7 +151,7 @@ for i in range(10_000):
     provider.track(Exposure("checkout", "treatment"), {"user_id": f"user-{i:06d}"})
 print(provider.stats()["pending"], flush=True)  # still queued when the signal comes
 while True:  # a server's main loop, waiting for work until it is stopped
-    time.sleep(0.05)
+    signal.pause()
 """
 
 
@@ -182,7 +182,6 @@ SIGTERM_MANY = """
 import gc
 import signal
 import sys
-import time
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 from segment_exposure.tracking import lifecycle
 host, key = sys.argv[1], sys.argv[2]
@@ -203,8 +202,8 @@ for i in range(3_000):
     first.track(Exposure("checkout", "treatment"), {"user_id": f"first-{i:05d}"})
     second.track(Exposure("search", "on"), {"user_id": f"second-{i:05d}"})
 print("ready", flush=True)
-while True:
-    time.sleep(0.05)
+while True:  # waits for the signal
+    signal.pause()
 """
 
 

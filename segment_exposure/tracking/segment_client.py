@@ -32,7 +32,6 @@ __all__ = [
     "instrument",
     "is_fatal",
     "is_task_queue",
-    "main_thread_signals",
     "make_client",
     "post_batch",
     "retry_after_seconds",
