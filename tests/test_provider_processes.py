@@ -172,7 +172,7 @@ serve_until_signalled()
 
 def test_sigterm_delivers_every_queued_exposure_within_the_deadline(collector: SegmentCollector) -> None:
     app = subprocess.Popen(
-        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + textwrap.dedent(SIGTERM_APP), collector.url, WRITE_KEY],
+        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + SIGTERM_APP, collector.url, WRITE_KEY],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -225,7 +225,7 @@ def test_one_sigterm_handler_shuts_down_every_provider_that_asked_then_runs_the_
     collector: SegmentCollector,
 ) -> None:
     app = subprocess.Popen(
-        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + textwrap.dedent(SIGTERM_MANY), collector.url, WRITE_KEY],
+        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + SIGTERM_MANY, collector.url, WRITE_KEY],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
