@@ -6,11 +6,13 @@ test client has the response can only have been posted by the request's own flus
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import django  # type: ignore[import-untyped]
 import pytest
+import requests
 from django.conf import settings as django_conf  # type: ignore[import-untyped]
 from flask import Flask
 
@@ -182,15 +184,18 @@ def test_django_check_reports_a_flush_each_request_that_is_not_a_bool(configure:
 # -- ASGI ------------------------------------------------------------------------------------------
 
 
-def asgi_client(collector: SegmentCollector, **options: Any) -> Any:
+@contextlib.contextmanager
+def asgi_app(collector: SegmentCollector, **options: Any) -> Iterator[tuple[Callable[[str], Any], Any]]:
+    """A Starlette app behind the middleware, served by a real uvicorn: ``(get, provider)``."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
-    from starlette.testclient import TestClient
 
     from segment_exposure import SegmentExposureTrackingProvider
     from segment_exposure.integrations.asgi import SegmentExposureMiddleware
+
+    from .uvicorn_support import UvicornThread
 
     provider = SegmentExposureTrackingProvider(
         write_key=WRITE_KEY, host=collector.url, client_options=SLOW_CONSUMER
@@ -207,35 +212,30 @@ def asgi_client(collector: SegmentCollector, **options: Any) -> Any:
         identify=lambda connection: {"user_id": connection.query_params.get("user")},
         **options,
     )
-    return TestClient(app), provider
+    try:
+        with UvicornThread(app) as server, requests.Session() as session:
+            yield (lambda path: session.get(server.url + path, timeout=10)), provider
+    finally:
+        provider.shutdown(0.1)
 
 
 def test_asgi_flush_each_request_delivers_before_the_response(collector: SegmentCollector) -> None:
-    client, provider = asgi_client(collector, flush_each_request=True)
-    try:
-        assert client.get("/checkout?user=alice").status_code == 200
+    with asgi_app(collector, flush_each_request=True) as (get, _):
+        assert get("/checkout?user=alice").status_code == 200
         assert [m["userId"] for m in collector.events()] == ["alice"]  # already there, no waiting
-        requests = collector.requests
-        client.get("/checkout?user=alice")  # a repeat: nothing to send, no request
-        assert collector.requests == requests
-    finally:
-        provider.shutdown(0.1)
+        requests_before = collector.requests
+        assert get("/checkout?user=alice").status_code == 200  # a repeat: nothing to send, no request
+        assert collector.requests == requests_before
 
 
 def test_asgi_flush_each_request_defaults_to_the_platform(
     collector: SegmentCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, provider = asgi_client(collector)
-    try:
-        client.get("/checkout?user=alice")
+    with asgi_app(collector) as (get, _):
+        assert get("/checkout?user=alice").status_code == 200
         assert collector.events() == []  # off the platform: left to the background thread
-    finally:
-        provider.shutdown(0.1)
     collector.clear()
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "checkout-api")
-    client, provider = asgi_client(collector)
-    try:
-        client.get("/checkout?user=bob")
+    with asgi_app(collector) as (get, _):
+        assert get("/checkout?user=bob").status_code == 200
         assert [m["userId"] for m in collector.events()] == ["bob"]
-    finally:
-        provider.shutdown(0.1)
