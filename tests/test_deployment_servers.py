@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -168,7 +169,9 @@ ROWS: dict[str, Row] = {
     "uwsgi-2.0.26-no-threads": Row(
         [*PYUWSGI, *UWSGI_COMMON],
         supported=False,
-        needs=str(LEGACY_PYUWSGI / "pyuwsgi-2.0.26.dist-info"),
+        # Its extension for this interpreter: .ci/run installs it for the main Python (2.0.26 has no wheel
+        # for 3.13; there another pyuwsgi, with threads, would be imported instead).
+        needs=str(LEGACY_PYUWSGI / f"pyuwsgi{sysconfig.get_config_var('EXT_SUFFIX')}"),
         pythonpath=[str(LEGACY_PYUWSGI)],
     ),
 }
