@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import tomllib
+import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
+
+# A check of the repository's files, for the main interpreter (tomllib is new in 3.11).
+tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The extras .ci/versions installs besides the runtime dependencies.
