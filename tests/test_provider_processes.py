@@ -248,6 +248,49 @@ def test_one_sigterm_handler_shuts_down_every_provider_that_asked_then_runs_the_
     assert len(users) == len(set(users)) == 6_000
 
 
+SIGTERM_MID_BOOKKEEPING = """
+import sys
+from segment_exposure import Exposure, SegmentExposureTrackingProvider
+host, key = sys.argv[1], sys.argv[2]
+provider = SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True, flush_timeout=2)
+for i in range(100):
+    provider.track(Exposure("checkout", "treatment"), {"user_id": f"user-{i:03d}"})
+# The signal lands while this thread is inside the provider's bookkeeping, holding the lock that settles
+# counts (as a flush on this thread does for a moment). A shutdown run right here would wait for it forever.
+with provider._settle_lock:
+    print("ready", flush=True)
+    serve_until_signalled()
+"""
+
+
+def test_sigterm_in_the_middle_of_the_providers_own_code_still_ends_the_process(
+    collector: SegmentCollector,
+) -> None:
+    app = subprocess.Popen(
+        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + SIGTERM_MID_BOOKKEEPING, collector.url, WRITE_KEY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None and app.stderr is not None
+        assert app.stdout.readline() == "ready\n", app.stderr.read() if app.poll() is not None else ""
+        start = time.monotonic()
+        app.send_signal(signal.SIGTERM)
+        code = app.wait(30)
+        elapsed = time.monotonic() - start
+        assert code == -signal.SIGTERM, app.stderr.read()
+        assert elapsed < 2 + 1 + 2, elapsed  # flush_timeout, the handler's grace, process start-up slack
+        assert "did not finish shutting down on SIGTERM in time" in app.stderr.read()
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait(10)
+        for stream in (app.stdout, app.stderr):
+            if stream is not None:
+                stream.close()
+
+
 def _blocked_signals(native_id: int | None) -> int:
     status = Path(f"/proc/self/task/{native_id}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)

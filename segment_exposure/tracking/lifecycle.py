@@ -123,16 +123,53 @@ _sigterm_flushed: weakref.WeakSet[ProviderLifecycle] = weakref.WeakSet()
 _sigterm_before: Any = signal.SIG_DFL
 
 
+#: How long past the longest ``flush_timeout`` the handler waits for the shutdowns' last steps.
+_SIGTERM_GRACE = 1.0
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Shut down every provider that asked (each within its ``flush_timeout``), then do what SIGTERM did."""
-    for provider in list(_sigterm_flushed):
-        provider.shutdown(provider.flush_timeout)
+    providers = list(_sigterm_flushed)
+    if providers:
+        _shut_down_aside(providers)
     previous = _sigterm_before
     if callable(previous):
         previous(signum, frame)
     elif previous != signal.SIG_IGN:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _shut_down_aside(providers: list[ProviderLifecycle]) -> None:
+    """Shut the providers down on threads of their own, all at once, waiting until the longest deadline.
+
+    The handler runs on the main thread wherever the signal found it, possibly inside the provider's own
+    bookkeeping with one of its locks held (a flush settling its counts): a shutdown on that thread would
+    wait for the lock forever, and the process would hang until SIGKILL. Off the thread, such a shutdown
+    only runs out of time.
+    """
+    deadline = time.monotonic() + max(p.flush_timeout for p in providers) + _SIGTERM_GRACE
+    finished: list[threading.Event] = []
+    for provider in providers:
+        done = threading.Event()
+        try:
+            with main_thread_signals():
+                threading.Thread(
+                    target=_shut_down, args=(provider, done), name="segment-exposure-sigterm", daemon=True
+                ).start()
+        except RuntimeError:  # no new threads (the interpreter is finalising): on this thread, then
+            _shut_down(provider, done)
+        finished.append(done)
+    left = sum(not done.wait(max(0.0, deadline - time.monotonic())) for done in finished)
+    if left:
+        log.warning("segment-exposure: %d provider(s) did not finish shutting down on SIGTERM in time", left)
+
+
+def _shut_down(provider: ProviderLifecycle, done: threading.Event) -> None:
+    try:
+        provider.shutdown(provider.flush_timeout)
+    finally:
+        done.set()
 
 
 class ProviderLifecycle(ExposureWorker):
