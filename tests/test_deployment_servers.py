@@ -131,6 +131,11 @@ ROWS: dict[str, Row] = {
         for worker in ("sync", "gthread", "gevent")
         for preload in (False, True)
     },
+    # flush_on_sigterm under gevent: its hub runs the handler, where nothing may block (the flush failed with
+    # BlockingSwitchOutError before); the handler hands the flush to a greenlet.
+    "gunicorn-gevent-flush-on-sigterm": Row(
+        [*GUNICORN, "--worker-class", "gevent", "wsgi_app:application"], env={"FLUSH_ON_SIGTERM": "1"}
+    ),
     "uwsgi-default": Row([*PYUWSGI, *UWSGI_COMMON]),
     "uwsgi-enable-threads": Row([*PYUWSGI, *UWSGI_COMMON, "--enable-threads"]),
     "uwsgi-lazy-apps": Row([*PYUWSGI, *UWSGI_COMMON, "--lazy-apps"]),

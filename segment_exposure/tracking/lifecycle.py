@@ -129,6 +129,26 @@ _SIGTERM_GRACE = 1.0
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Shut down every provider that asked (each within its ``flush_timeout``), then do what SIGTERM did."""
+    spawn = _greenlet_spawn_if_in_hub()
+    if spawn is not None:  # gevent runs this inside its event loop, where nothing may block: hand it over
+        spawn(_stop_then_previous, signum, frame)
+        return
+    _stop_then_previous(signum, frame)
+
+
+def _greenlet_spawn_if_in_hub() -> Callable[..., Any] | None:
+    """``gevent.spawn`` when this runs in gevent's hub (its signal callbacks do), else None."""
+    gevent = sys.modules.get("gevent")
+    if gevent is None:
+        return None
+    try:
+        in_hub = gevent.getcurrent() is gevent.get_hub()
+    except Exception:
+        return None
+    return gevent.spawn if in_hub else None
+
+
+def _stop_then_previous(signum: int, frame: Any) -> None:
     providers = list(_sigterm_flushed)
     if providers:
         _shut_down_aside(providers)
