@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -221,11 +223,11 @@ serve_until_signalled()
 """
 
 
-def test_one_sigterm_handler_shuts_down_every_provider_that_asked_then_runs_the_previous_one(
-    collector: SegmentCollector,
-) -> None:
+@contextlib.contextmanager
+def ready_app(code: str, collector: SegmentCollector) -> Iterator[subprocess.Popen[str]]:
+    """An app (``code`` after ``SERVE_UNTIL_SIGNALLED``) that has printed "ready"; killed if still running."""
     app = subprocess.Popen(
-        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + SIGTERM_MANY, collector.url, WRITE_KEY],
+        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + code, collector.url, WRITE_KEY],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -233,10 +235,7 @@ def test_one_sigterm_handler_shuts_down_every_provider_that_asked_then_runs_the_
     try:
         assert app.stdout is not None and app.stderr is not None
         assert app.stdout.readline() == "ready\n", app.stderr.read() if app.poll() is not None else ""
-        app.send_signal(signal.SIGTERM)
-        code = app.wait(30)
-        assert app.stdout.read() == "previous handler ran\n"
-        assert code == 3, app.stderr.read()
+        yield app
     finally:
         if app.poll() is None:
             app.kill()
@@ -244,6 +243,16 @@ def test_one_sigterm_handler_shuts_down_every_provider_that_asked_then_runs_the_
         for stream in (app.stdout, app.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_one_sigterm_handler_shuts_down_every_provider_that_asked_then_runs_the_previous_one(
+    collector: SegmentCollector,
+) -> None:
+    with ready_app(SIGTERM_MANY, collector) as app:
+        app.send_signal(signal.SIGTERM)
+        out, err = app.communicate(timeout=30)
+        assert out == "previous handler ran\n"
+        assert app.returncode == 3, err
     users = [m["userId"] for m in collector.events()]
     assert len(users) == len(set(users)) == 6_000
 
@@ -266,29 +275,14 @@ with provider._settle_lock:
 def test_sigterm_in_the_middle_of_the_providers_own_code_still_ends_the_process(
     collector: SegmentCollector,
 ) -> None:
-    app = subprocess.Popen(
-        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + SIGTERM_MID_BOOKKEEPING, collector.url, WRITE_KEY],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert app.stdout is not None and app.stderr is not None
-        assert app.stdout.readline() == "ready\n", app.stderr.read() if app.poll() is not None else ""
+    with ready_app(SIGTERM_MID_BOOKKEEPING, collector) as app:
         start = time.monotonic()
         app.send_signal(signal.SIGTERM)
-        code = app.wait(30)
+        _, err = app.communicate(timeout=30)
         elapsed = time.monotonic() - start
-        assert code == -signal.SIGTERM, app.stderr.read()
-        assert elapsed < 2 + 1 + 2, elapsed  # flush_timeout, the handler's grace, process start-up slack
-        assert "did not finish shutting down on SIGTERM in time" in app.stderr.read()
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait(10)
-        for stream in (app.stdout, app.stderr):
-            if stream is not None:
-                stream.close()
+        assert app.returncode == -signal.SIGTERM, err
+        assert elapsed < 2 + 1 + 2, elapsed  # flush_timeout, the handler's grace, scheduling slack
+        assert "did not finish shutting down on SIGTERM in time" in err
 
 
 def _blocked_signals(native_id: int | None) -> int:
