@@ -185,8 +185,8 @@ def test_django_check_reports_a_flush_each_request_that_is_not_a_bool(configure:
 
 
 @contextlib.contextmanager
-def asgi_app(collector: SegmentCollector, **options: Any) -> Iterator[tuple[Callable[[str], Any], Any]]:
-    """A Starlette app behind the middleware, served by a real uvicorn: ``(get, provider)``."""
+def asgi_app(collector: SegmentCollector, **options: Any) -> Iterator[Callable[[str], Any]]:
+    """A Starlette app behind the middleware, served by a real uvicorn: a function that GETs a path."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
@@ -214,13 +214,13 @@ def asgi_app(collector: SegmentCollector, **options: Any) -> Iterator[tuple[Call
     )
     try:
         with UvicornThread(app) as server, requests.Session() as session:
-            yield (lambda path: session.get(server.url + path, timeout=10)), provider
+            yield lambda path: session.get(server.url + path, timeout=10)
     finally:
         provider.shutdown(0.1)
 
 
 def test_asgi_flush_each_request_delivers_before_the_response(collector: SegmentCollector) -> None:
-    with asgi_app(collector, flush_each_request=True) as (get, _):
+    with asgi_app(collector, flush_each_request=True) as get:
         assert get("/checkout?user=alice").status_code == 200
         assert [m["userId"] for m in collector.events()] == ["alice"]  # already there, no waiting
         requests_before = collector.requests
@@ -231,11 +231,11 @@ def test_asgi_flush_each_request_delivers_before_the_response(collector: Segment
 def test_asgi_flush_each_request_defaults_to_the_platform(
     collector: SegmentCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with asgi_app(collector) as (get, _):
+    with asgi_app(collector) as get:
         assert get("/checkout?user=alice").status_code == 200
         assert collector.events() == []  # off the platform: left to the background thread
     collector.clear()
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "checkout-api")
-    with asgi_app(collector) as (get, _):
+    with asgi_app(collector) as get:
         assert get("/checkout?user=bob").status_code == 200
         assert [m["userId"] for m in collector.events()] == ["bob"]
