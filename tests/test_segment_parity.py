@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dateutil.parser import isoparse
 
 from segment_exposure.delivery.errors import PermanentError
 from segment_exposure.delivery.translate import EXPERIMENT_PROPERTY_PREFIX, to_amplitude_event
@@ -86,38 +87,14 @@ def _iso_ms(value: Any) -> int | None:
         if sys.version_info >= (3, 11):
             return None
         # Python 3.10's fromisoformat reads only its own output: no "Z", "+02", comma, or 1-5 digit fraction.
-        parsed = _iso_310(value)
-        if parsed is None:
+        # dateutil (segment-analytics-python's own dependency) reads the forms 3.11's does.
+        try:
+            parsed = isoparse(value)
+        except ValueError:
             return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return int(parsed.timestamp()) * 1000 + parsed.microsecond // 1000
-
-
-_ISO_310 = re.compile(
-    r"(?P<head>\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d)?)(?:[.,](?P<fraction>\d+))?"
-    r"(?P<zone>[Zz]|[+-]\d\d(?::?\d\d)?)?"
-)
-
-
-def _iso_310(value: str) -> datetime | None:
-    """What 3.11's ``fromisoformat`` reads of the extended forms, for 3.10."""
-    match = _ISO_310.fullmatch(value)
-    if match is None:
-        return None
-    text = match["head"]
-    if match["fraction"]:
-        text += "." + match["fraction"][:6].ljust(6, "0")
-    zone = match["zone"] or ""
-    if zone in ("Z", "z"):
-        zone = "+00:00"
-    elif zone:
-        digits = zone[1:].replace(":", "")
-        zone = f"{zone[0]}{digits[:2]}:{digits[2:4] or '00'}"
-    try:
-        return datetime.fromisoformat(text + zone)
-    except ValueError:
-        return None
 
 
 # -- the deliberate deviations: ONE table --------------------------------------------------------------
