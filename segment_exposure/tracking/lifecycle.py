@@ -43,7 +43,8 @@ def _install_process_hooks() -> None:
     logger's filters see only its own records, not its children's); the at-fork hook resets providers
     in a forked child. Adding the same filter or hook again does nothing.
     """
-    # Every module of this package is on the path to Segment (listed, not imported: some import this one).
+    # Every module of segment_exposure.tracking is on the path to Segment (listed, not imported: some
+    # import this one).
     package = sys.modules[__package__]
     modules = [f"{__package__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
     for name in ("segment", *modules):
