@@ -12,9 +12,9 @@ import pytest
 from amplitude_experiment import User, Variant
 
 from segment_exposure import bind_user
+from segment_exposure.emulators.flag_server import FLAGS_PATH, FlagConfigServer, demo_flags
 from segment_exposure.experiment import ExposureTrackingClient
 from segment_exposure.testing import SegmentCollector
-from segment_exposure.testing.flag_server import FLAGS_PATH, FlagConfigServer, demo_flags
 from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX
 
 from .conftest import wait_until

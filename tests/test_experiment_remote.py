@@ -10,9 +10,9 @@ import pytest
 from amplitude_experiment import RemoteEvaluationClient, RemoteEvaluationConfig
 
 from segment_exposure import bind_user
+from segment_exposure.emulators.flag_server import VARDATA_PATH, FlagConfigServer
 from segment_exposure.experiment import ExposureTrackingClient
 from segment_exposure.testing import SegmentCollector
-from segment_exposure.testing.flag_server import VARDATA_PATH, FlagConfigServer
 
 from .experiment_fixtures import ALICE, BOB, CAROL, ERIN, EXPERIMENT_KEY, by_user
 

@@ -28,9 +28,9 @@ import pytest
 from amplitude_experiment import RemoteEvaluationClient, RemoteEvaluationConfig
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider, bind_user
+from segment_exposure.emulators.flag_server import VARDATA_PATH
 from segment_exposure.experiment import ExposureTrackingClient
 from segment_exposure.testing import FlagConfigServer, SegmentCollector
-from segment_exposure.testing.flag_server import VARDATA_PATH
 
 from .experiment_fixtures import EXPERIMENT_KEY, QUIET_FLAG, VALUE_ONLY_FLAG, checkout_flag
 

@@ -247,7 +247,7 @@ def test_a_dropped_provider_is_freed_by_reference_counting_alone(
 ) -> None:
     """No reference cycle through the provider (per-invocation delivery included): freed at once, so
     its worker thread stops when the last reference goes, not whenever the cyclic collector runs."""
-    from segment_exposure.serverless import flush_each_request
+    from segment_exposure import flush_each_request
 
     provider = SegmentExposureTrackingProvider(WRITE_KEY, collector.url)
     if per_invocation:

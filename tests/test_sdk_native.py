@@ -16,6 +16,7 @@ import pytest
 from amplitude_experiment.exposure import ExposureConfig
 from amplitude_experiment.local.evaluate_options import EvaluateOptions
 
+from segment_exposure.emulators.flag_server import FlagConfigServer
 from segment_exposure.experiment import (
     TESTED_SDK_VERSIONS,
     SegmentExposureService,
@@ -24,7 +25,6 @@ from segment_exposure.experiment import (
     route_sdk_exposures,
 )
 from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
-from segment_exposure.testing.flag_server import FlagConfigServer
 
 from .experiment_fixtures import ALICE, BOB, ERIN, EXPERIMENT_KEY, by_user, checkout_flag
 

@@ -1,4 +1,4 @@
-"""``segment_exposure.serverless``: the per-invocation flush, its deadline, its cost, and detection.
+"""``segment_exposure.tracking.serverless``: the per-invocation flush, its deadline, its cost, detection.
 
 Everything goes through the real Segment client over real HTTP to the local collector. The Lambda
 context is the runtime's plain object (ids and a countdown), as in tests/serverless_runtime.py.

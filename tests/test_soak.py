@@ -34,9 +34,9 @@ from typing import Any
 
 import pytest
 
+from segment_exposure.emulators.amplitude_emulator import AmplitudeEmulator
+from segment_exposure.emulators.pipeline import LocalPipeline
 from segment_exposure.testing import SegmentCollector
-from segment_exposure.testing.amplitude_emulator import AmplitudeEmulator
-from segment_exposure.testing.pipeline import LocalPipeline
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "25"))
 FAULT_PERIOD = int(os.environ.get("SOAK_FAULT_PERIOD", "3"))  # one request in this many is faulted

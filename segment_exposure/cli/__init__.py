@@ -14,11 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
+from segment_exposure.cli.errors import UserError
+
 __all__ = ["UserError", "main"]
-
-
-class UserError(Exception):
-    """A mistake in how the command was called: reported in one line, exit code 2."""
 
 
 EPILOGS = {

@@ -73,8 +73,8 @@ def run_demo(
         raise ImportError(
             "the demo needs the Amplitude Experiment SDK: pip install 'segment-exposure[experiment,cli]'"
         ) from None
+    from ..emulators.pipeline import LocalPipeline
     from ..experiment import ExposureTrackingClient
-    from ..testing.pipeline import LocalPipeline
 
     rng = random.Random(seed)
     people = _users(users, rng)

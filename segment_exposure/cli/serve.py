@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from segment_exposure.cli import UserError
+from segment_exposure.cli.errors import UserError
 from segment_exposure.server import BatchDestination, ConfigError, ServerSettings
 from segment_exposure.server.asgi import DEFAULT_DELIVERY_THREADS, create_asgi_app
 

@@ -120,7 +120,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "SEND_USER_AGENT": (lambda v: isinstance(v, bool), "a bool"),
     "SEND_IP": (lambda v: isinstance(v, bool), "a bool"),
     "SEND_LOCALE": (lambda v: isinstance(v, bool), "a bool"),
-    # Deliver each request's exposures before its response is returned (segment_exposure.serverless).
+    # Deliver each request's exposures before its response is returned (segment_exposure.tracking.serverless).
     "FLUSH_EACH_REQUEST": (lambda v: isinstance(v, bool), "a bool"),
 }
 

@@ -63,7 +63,7 @@ class SegmentExposureMiddleware:
     ``experiment``: an ``ExposureTrackingClient`` handed to endpoints by ``get_experiment``.
     ``flush_timeout``: the shutdown flush's deadline (default: the provider's ``flush_timeout``).
     ``flush_each_request``: deliver each HTTP request's exposures before its last response chunk is sent
-    (``segment_exposure.serverless``); ``None`` means on when a serverless platform is detected.
+    (``segment_exposure.tracking.serverless``); ``None`` means on when a serverless platform is detected.
     ``metrics``: True or a provider label exports the provider's stats to Prometheus
     (``segment_exposure.metrics.register``; needs the ``metrics`` extra).
     """

@@ -6,10 +6,16 @@ integration against the same fakes this project's tests use.
 
 from __future__ import annotations
 
-from .amplitude_emulator import AmplitudeEmulator
-from .capture import CapturedExposures, InMemorySegmentClient, capture_exposures
-from .collector import CollectorFault, SegmentCollector
-from .flag_server import ExperimentRequest, FlagConfigServer, demo_flags
+from segment_exposure.emulators import (
+    AmplitudeEmulator,
+    CollectorFault,
+    ExperimentRequest,
+    FlagConfigServer,
+    LocalPipeline,
+    SegmentCollector,
+    demo_flags,
+)
+from segment_exposure.testing.capture import CapturedExposures, InMemorySegmentClient, capture_exposures
 
 __all__ = [
     "AmplitudeEmulator",
@@ -18,6 +24,7 @@ __all__ = [
     "ExperimentRequest",
     "FlagConfigServer",
     "InMemorySegmentClient",
+    "LocalPipeline",
     "SegmentCollector",
     "capture_exposures",
     "demo_flags",

@@ -6,7 +6,7 @@ produced on demand, in any test suite, without an account or the internet. Stand
 
 Endpoints: ``POST /2/httpapi`` and ``POST /batch``, body ``{"api_key", "events", "options"}``, optionally
 ``Content-Encoding: gzip``. Each request is checked, throttled and ingested as
-:mod:`segment_exposure.testing.amplitude_contract` describes.
+:mod:`segment_exposure.emulators.amplitude_contract` describes.
 
 Faults (:meth:`AmplitudeEmulator.inject`) apply to the next requests in order, one per request:
 
@@ -36,9 +36,9 @@ from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from segment_exposure.testing._loopback import JSONHandler
-from segment_exposure.testing.amplitude_contract import AmplitudeContract
-from segment_exposure.testing.amplitude_faults import FAULTS, Fault, Queued, make_fault
+from segment_exposure.emulators._loopback import JSONHandler
+from segment_exposure.emulators.amplitude_contract import AmplitudeContract
+from segment_exposure.emulators.amplitude_faults import FAULTS, Fault, Queued, make_fault
 
 __all__ = ["FAULTS", "AmplitudeEmulator", "RecordedRequest"]
 
