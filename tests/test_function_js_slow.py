@@ -9,6 +9,7 @@ every event must be ingested exactly once. Also: ``Retry-After`` on a 503 is wai
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -59,7 +60,9 @@ def test_a_16_mb_batch_reaches_a_slow_amplitude_from_the_function(
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 def test_503_retry_after_is_waited_for_by_the_function(emulator: AmplitudeEmulator, form: str) -> None:
-    value = "1" if form == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)
+    # An HTTP date has whole seconds: from the next whole second on, so the wait left when the 503 comes
+    # (after Node has started) is still over a second, whatever fraction of a second it is now.
+    value = "1" if form == "seconds" else email.utils.formatdate(math.ceil(time.time()) + 3, usegmt=True)
     emulator.inject("503", retry_after=value)
     settings = {"apiKey": API_KEY, "endpoint": emulator.http_api_url}
     (result,) = run_js(
