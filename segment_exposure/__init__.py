@@ -32,7 +32,14 @@ if TYPE_CHECKING:  # for type checkers; at run time, __getattr__ below imports e
     )
     from segment_exposure.experiment import ExposureTrackingClient, route_sdk_exposures
     from segment_exposure.exposure import EXPOSURE_EVENT, Exposure
-    from segment_exposure.identity import Identity, bind_user, bound_user, from_cookies, request_scope
+    from segment_exposure.identity import (
+        Identity,
+        bind_user,
+        bound_user,
+        from_cookies,
+        identity_from_user,
+        request_scope,
+    )
     from segment_exposure.integrations.asgi import SegmentExposureMiddleware
     from segment_exposure.integrations.django import ExposureMiddleware
     from segment_exposure.integrations.flask import SegmentExposure
@@ -46,6 +53,7 @@ if TYPE_CHECKING:  # for type checkers; at run time, __getattr__ below imports e
         LocalPipeline,
         SegmentCollector,
         capture_exposures,
+        demo_flags,
     )
     from segment_exposure.tracking import (
         DROP_REASONS,
@@ -81,6 +89,7 @@ _HOMES: dict[str, str] = {
     "bind_user": "segment_exposure.identity",
     "bound_user": "segment_exposure.identity",
     "from_cookies": "segment_exposure.identity",
+    "identity_from_user": "segment_exposure.identity",
     "request_scope": "segment_exposure.identity",
     # from Segment into Amplitude
     "to_amplitude_event": "segment_exposure.delivery",
@@ -110,6 +119,7 @@ _HOMES: dict[str, str] = {
     "AmplitudeEmulator": "segment_exposure.testing",
     "FlagConfigServer": "segment_exposure.testing",
     "LocalPipeline": "segment_exposure.testing",
+    "demo_flags": "segment_exposure.testing",
 }
 
 __all__ = [
@@ -145,11 +155,13 @@ __all__ = [
     "bound_user",
     "capture_exposures",
     "create_app",
+    "demo_flags",
     "flush_after",
     "flush_each_request",
     "flush_request",
     "flush_request_async",
     "from_cookies",
+    "identity_from_user",
     "invocation_timeout",
     "lambda_context",
     "lambda_handler",
