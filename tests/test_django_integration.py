@@ -410,8 +410,8 @@ def test_shutdown_stops_the_provider_built_from_settings(
     assert shutdown() is True  # flushed within the provider's flush_timeout
     assert [e["userId"] for e in collector.events()] == ["user-00001"]
     assert provider.track(django_settings.checkout_exposure, {"user_id": "user-00002"}) is False
-    provider._worker.join(10)  # shutdown waits for the worker's stop signal; the thread ends right after
-    assert not provider._worker.is_alive()
+    provider.worker.thread.join(10)  # shutdown waits for the worker's stop signal; the thread ends after
+    assert not provider.worker.is_alive()
     assert shutdown(1) is True  # nothing built: nothing to do
     assert get_provider() is not provider  # the next use builds a new one
 

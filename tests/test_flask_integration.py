@@ -585,8 +585,8 @@ def test_shutdown_stops_the_provider_it_built_but_not_one_given(
     assert [e["userId"] for e in collector.events()] == ["user-00001"]
     assert built.track(CHECKOUT, {"user_id": "user-00002"}) is False
     assert built.stats()["dropped"]["shutdown"] == 1
-    built._worker.join(10)  # shutdown waits for the worker's stop signal; the thread ends right after
-    assert not built._worker.is_alive()
+    built.worker.thread.join(10)  # shutdown waits for the worker's stop signal; the thread ends right after
+    assert not built.worker.is_alive()
 
     given = make_provider()
     other = Flask("given")

@@ -20,7 +20,9 @@ from segment.analytics.consumer import Consumer
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 from segment_exposure.testing import InMemorySegmentClient, SegmentCollector, capture_exposures
-from segment_exposure.tracking import provider as _provider
+from segment_exposure.tracking import provider as provider_module
+from segment_exposure.tracking.dedupe import DedupeCache, dedupe_key
+from segment_exposure.tracking.segment_client import RedactingFilter
 
 from .conftest import WRITE_KEY, wait_until
 
@@ -71,7 +73,7 @@ def test_capture_exposures_can_target_one_provider() -> None:
             provider.track(Exposure("flag", "on"), {"user_id": "user-00001"})
             other.track(Exposure("flag", "on"), {"user_id": "user-00002"})
         assert [m["user_id"] for m in captured] == ["user-00001"]
-        assert provider._listeners == () and other._listeners == ()
+        assert provider.listeners == () and other.listeners == ()
     finally:
         provider.shutdown(1)
         other.shutdown(1)
@@ -85,7 +87,7 @@ def test_capture_exposures_covers_providers_created_inside_and_detaches() -> Non
             before.track(Exposure("flag", "on"), {"user_id": "user-00001"})
             inside.track(Exposure("flag", "on"), {"user_id": "user-00002"})
         assert sorted(m["user_id"] for m in captured) == ["user-00001", "user-00002"]
-        assert before._listeners == () and inside._listeners == ()
+        assert before.listeners == () and inside.listeners == ()
         inside.shutdown(1)
     finally:
         before.shutdown(1)
@@ -172,7 +174,7 @@ def test_the_first_provider_installs_the_process_hooks() -> None:
     provider = SegmentExposureTrackingProvider(analytics=InMemorySegmentClient("wk-secret-123"))
     try:
         segment_logger = logging.getLogger("segment")
-        assert any(isinstance(f, type(_provider._redactor)) for f in segment_logger.filters)
+        assert any(isinstance(f, RedactingFilter) for f in segment_logger.filters)
         record = logging.LogRecord("segment", logging.INFO, __file__, 1, "key wk-secret-123", None, None)
         assert all(f.filter(record) for f in segment_logger.filters)
         assert "wk-secret-123" not in record.getMessage()
@@ -180,21 +182,24 @@ def test_the_first_provider_installs_the_process_hooks() -> None:
         provider.shutdown(1)
 
 
-def test_an_int_user_id_dedupes_on_the_fast_path() -> None:
+def test_an_int_user_id_dedupes_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The send path is the only caller of DedupeCache.decide(): every call is an exposure that left
+    # the fast path. Patched before the provider exists, which binds it once.
+    slow_calls: list[int] = []
+    decide = DedupeCache.decide
+
+    def counting_decide(cache: DedupeCache, key: int, variant: str | None, now: float) -> Any:
+        slow_calls.append(key)
+        return decide(cache, key, variant, now)
+
+    monkeypatch.setattr(DedupeCache, "decide", counting_decide)
     client = InMemorySegmentClient()
     provider = SegmentExposureTrackingProvider(analytics=client)
-    slow_calls: list[object] = []
-    track_new = provider._track_new
-
-    def counting_track_new(*args: Any) -> bool:
-        slow_calls.append(args[1])
-        return track_new(*args)
-
-    provider._track_new = counting_track_new  # type: ignore[method-assign]
     try:
         for user in ({"user_id": 42}, {"user_id": 42}, {"user_id": "42"}, {"device_id": 7}, {"device_id": 7}):
             assert provider.track(Exposure("flag", "on"), user) is True
-        assert slow_calls == [{"user_id": 42}, {"device_id": 7}]  # repeats never left the fast path
+        # repeats never left the fast path: one send-path call per identity
+        assert slow_calls == [dedupe_key("42", None, "flag", None), dedupe_key(None, "7", "flag", None)]
         assert provider.flush(5)
         assert [(m["userId"], m["anonymousId"]) for m in client.messages] == [("42", None), (None, "7")]
         assert provider.stats()["deduplicated"] == 3
@@ -251,10 +256,10 @@ def test_a_dropped_provider_is_freed_by_reference_counting_alone(
 
     provider = SegmentExposureTrackingProvider(WRITE_KEY, collector.url)
     if per_invocation:
-        assert flush_each_request(provider, True) and provider._invocation_batch is not None
+        assert flush_each_request(provider, True) and provider.delivers_per_invocation
     assert provider.track(Exposure("flag", "on"), {"user_id": "user-00001"})
     assert provider.flush(30)
-    worker = provider._worker
+    worker = provider.worker.thread
     ref = weakref.ref(provider)
     gc.disable()
     try:
@@ -290,14 +295,12 @@ def test_a_live_provider_is_still_flushed_at_exit_after_others_were_collected(
 
 
 def test_dedupe_fast_path_touch_gives_a_second_chance_before_eviction() -> None:
-    from segment_exposure.tracking.dedupe import DedupeCache
-
     cache = DedupeCache(capacity=3)
     for key in (1, 2, 3):
         assert cache.decide(key, "on", 0.0).send
     cache.touch(1)  # what track()'s fast path does on a repeat: 1 is now recently used
     assert cache.decide(4, "on", 0.0).send  # evicts 2, the least recently used, not 1
-    assert sorted(cache._entries) == [1, 3, 4] and cache.evictions == 1
+    assert sorted(cache.entries) == [1, 3, 4] and cache.evictions == 1
     assert not cache.decide(1, "on", 0.0).send
     assert cache.decide(2, "on", 0.0).send  # it was evicted: sent again
 
@@ -306,7 +309,7 @@ def test_dedupe_fast_path_touch_gives_a_second_chance_before_eviction() -> None:
 def test_concurrent_repeats_and_evictions_stay_consistent(gil: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fast-path repeats on some threads while others fill a small cache: every count adds up, on the
     GIL's path and on the free-threaded one (which only marks a repeat's key, never moves it)."""
-    monkeypatch.setattr(_provider, "_GIL", gil)
+    monkeypatch.setattr(provider_module, "GIL_ENABLED", gil)
     client = InMemorySegmentClient()
     provider = SegmentExposureTrackingProvider(analytics=client, dedupe_capacity=50, max_queue_size=100_000)
     results: list[bool] = []

@@ -200,7 +200,7 @@ import gc
 import signal
 import sys
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.tracking import lifecycle
+from segment_exposure.tracking import process_binding
 host, key = sys.argv[1], sys.argv[2]
 
 def before(signum, frame):  # the application's own handler, installed first
@@ -213,8 +213,8 @@ for _ in range(6):  # providers that come and go must not pile up handlers or re
     SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True).shutdown(2)
 gc.collect()
 second = SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True, flush_timeout=10)
-assert signal.getsignal(signal.SIGTERM) is lifecycle._on_sigterm
-assert set(lifecycle._sigterm_flushed) == {first, second}, len(lifecycle._sigterm_flushed)
+assert signal.getsignal(signal.SIGTERM) is process_binding.on_sigterm
+assert set(process_binding.sigterm_owners()) == {first, second}, len(process_binding.sigterm_owners())
 for i in range(3_000):
     first.track(Exposure("checkout", "treatment"), {"user_id": f"first-{i:05d}"})
     second.track(Exposure("search", "on"), {"user_id": f"second-{i:05d}"})
@@ -266,7 +266,7 @@ for i in range(100):
     provider.track(Exposure("checkout", "treatment"), {"user_id": f"user-{i:03d}"})
 # The signal lands while this thread is inside the provider's bookkeeping, holding the lock that settles
 # counts (as a flush on this thread does for a moment). A shutdown run right here would wait for it forever.
-with provider._settle_lock:
+with provider.ledger.lock:
     print("ready", flush=True)
     serve_until_signalled()
 """
@@ -294,7 +294,7 @@ def test_background_threads_leave_process_signals_to_the_main_thread(collector: 
     """A SIGTERM delivered to a background thread would not interrupt the main thread's blocking call."""
     provider = SegmentExposureTrackingProvider(WRITE_KEY, host=collector.url)
     try:
-        for thread in [provider._worker, *provider.analytics.consumers]:
+        for thread in [provider.worker.thread, *provider.analytics.consumers]:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 assert _blocked_signals(thread.native_id) & (1 << (sig - 1)), (
                     f"{thread.name} takes {sig.name}"

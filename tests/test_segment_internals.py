@@ -62,7 +62,7 @@ def test_forced_public_api_delivers_and_counts_everything(
         make_provider()
     warnings = [r.getMessage() for r in caplog.records if "public API" in r.getMessage()]
     assert len(warnings) == 1 and FORCE_PUBLIC_API_ENV in warnings[0]  # one warning, naming why
-    assert not provider._direct and not check_internals().consumer_hooks
+    assert not provider.handoff.direct and not check_internals().consumer_hooks
 
     for user in ("user-00001", "user-00002", "user-00003"):
         provider.track(Exposure("f", "on"), {"user_id": user})

@@ -324,7 +324,7 @@ def test_without_segments_internals_each_invocation_is_still_posted_at_once_and_
     )
     try:
         handler = tracking_handler(provider, margin=0.2)
-        assert not provider._direct and provider._build_wire is not None  # the public-API route
+        assert not provider.handoff.direct and provider.handoff.build_wire is not None  # the public-API route
         started = time.monotonic()
         for i, n in enumerate((3, 0, 2)):
             users = [f"user-{i}-{j}" for j in range(n)]
@@ -360,7 +360,7 @@ def test_without_segments_internals_each_invocation_is_still_posted_at_once_and_
 
 def segment_client_idle(provider: SegmentExposureTrackingProvider) -> bool:
     """Nothing of ours went through Segment's own queue."""
-    return bool(provider.analytics.queue.unfinished_tasks == 0 and provider._on_client_queue == 0)
+    return bool(provider.analytics.queue.unfinished_tasks == 0 and provider.ledger.on_client_queue == 0)
 
 
 def test_without_segments_internals_queued_and_per_invocation_exposures_are_each_counted_once(
@@ -372,7 +372,7 @@ def test_without_segments_internals_queued_and_per_invocation_exposures_are_each
     collector.down()
     provider.track(EXPOSURE, {"user_id": "user-queued-1"})
     provider.track(EXPOSURE, {"user_id": "user-queued-2"})
-    assert wait_until(lambda: provider._on_client_queue == 2)  # handed to Segment's queue by the worker
+    assert wait_until(lambda: provider.ledger.on_client_queue == 2)  # handed to Segment's queue by the worker
     handler = tracking_handler(provider, margin=0.2)
     handler({"users": ["user-a", "user-b", "user-c"]}, LambdaContext(900))  # the outage outlasts it
     assert provider.stats()["dropped"]["flush_deadline"] == 3

@@ -20,28 +20,35 @@ __all__ = [
     "bind_user",
     "bound_request_context",
     "bound_user",
+    "bound_user_var",
     "context_from_user",
     "from_cookies",
     "identity_from_user",
+    "request_context_var",
     "request_scope",
 ]
 
 Identity = tuple[str | None, str | None]
 """``(user_id, device_id)``: the pair Amplitude resolves a user by."""
 
-_bound: contextvars.ContextVar[object | None] = contextvars.ContextVar("segment_exposure_user", default=None)
+#: The user bound to the current request (or task) by ``bind_user``. Read it with ``.get()`` (the provider's
+#: hot path does, to save a call); bind only through ``bind_user``.
+bound_user_var: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "segment_exposure_user", default=None
+)
 _scope: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar(
     "segment_exposure_scope", default=None
 )
-# The request's own Segment context (userAgent, ip, locale), for exposures of the bound user.
-_request_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+#: The request's own Segment context (userAgent, ip, locale), for exposures of the bound user. Read it
+#: with ``.get()``; bind only through ``bind_user``.
+request_context_var: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "segment_exposure_request_context", default=None
 )
 
 
 def bound_user() -> object | None:
     """The user bound to the current request (or task) by an integration, if any."""
-    return _bound.get()
+    return bound_user_var.get()
 
 
 def request_scope() -> dict[Any, Any] | None:
@@ -54,7 +61,7 @@ def request_scope() -> dict[Any, Any] | None:
 
 def bound_request_context() -> Mapping[str, Any] | None:
     """The Segment context (``userAgent``, ``ip``, ``locale``) an integration bound for this request."""
-    return _request_context.get()
+    return request_context_var.get()
 
 
 @contextlib.contextmanager
@@ -67,15 +74,15 @@ def bind_user(user: object | None, *, context: Mapping[str, Any] | None = None) 
     under whatever the user's own fields set.
     """
     scope: dict[Any, Any] = {}
-    token = _bound.set(user)
+    token = bound_user_var.set(user)
     scope_token = _scope.set(scope)
-    context_token = _request_context.set(context or None)
+    context_token = request_context_var.set(context or None)
     try:
         yield scope
     finally:
-        _request_context.reset(context_token)
+        request_context_var.reset(context_token)
         _scope.reset(scope_token)
-        _bound.reset(token)
+        bound_user_var.reset(token)
 
 
 def identity_from_user(user: object) -> Identity:

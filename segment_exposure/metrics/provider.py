@@ -59,7 +59,7 @@ def _base(name: str) -> str:
 
 
 def _capacity(provider: Any) -> int | None:
-    value = getattr(provider, "max_queue_size", None) or getattr(provider, "_max_queue_size", None)
+    value = getattr(provider, "max_queue_size", None)
     return value if isinstance(value, int) else None
 
 
@@ -78,7 +78,7 @@ class _Providers:
             current = ref() if ref is not None else None
             if current is provider:
                 return
-            if current is not None and not getattr(current, "_closed", False):
+            if current is not None and not getattr(current, "closed", False):
                 raise ValueError(
                     f"a provider is already registered as {name!r} in this registry: pass name= to "
                     "tell them apart (it becomes the provider label)"

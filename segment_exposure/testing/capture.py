@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from segment_exposure.tracking import provider as _provider
-from segment_exposure.tracking.lifecycle import live_providers
-from segment_exposure.tracking.provider import SegmentExposureTrackingProvider
+from segment_exposure.tracking.listeners import add_default_listener, remove_default_listener
+from segment_exposure.tracking.provider import SegmentExposureTrackingProvider, live_providers
 
 __all__ = ["CapturedExposures", "InMemorySegmentClient", "capture_exposures"]
 
@@ -49,10 +48,6 @@ class CapturedExposures:
             self.messages.clear()
 
 
-def _every_provider() -> list[SegmentExposureTrackingProvider]:
-    return [p for p in live_providers() if isinstance(p, SegmentExposureTrackingProvider)]
-
-
 @contextlib.contextmanager
 def capture_exposures(*providers: SegmentExposureTrackingProvider) -> Iterator[CapturedExposures]:
     """Record every exposure the given providers (by default, every provider in this process) accept.
@@ -62,17 +57,17 @@ def capture_exposures(*providers: SegmentExposureTrackingProvider) -> Iterator[C
     providers created inside the block are captured too.
     """
     captured = CapturedExposures()
-    targets = list(providers) if providers else _every_provider()
+    targets = list(providers) if providers else live_providers()
     for target in targets:
         target.add_listener(captured)
     if not providers:
-        _provider._default_listeners.append(captured)
+        add_default_listener(captured)
     try:
         yield captured
     finally:
         if not providers:
-            _provider._default_listeners.remove(captured)
-            targets = _every_provider()
+            remove_default_listener(captured)
+            targets = live_providers()
         for target in targets:
             target.remove_listener(captured)
 

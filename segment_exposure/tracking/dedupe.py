@@ -16,14 +16,15 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-__all__ = ["Decision", "DedupeCache", "dedupe_key"]
+__all__ = ["UNSET", "Decision", "DedupeCache", "Entry", "dedupe_key"]
 
-_UNSET = "\x00unset"  # stands for variant=None; cannot collide with a real variant key
+#: The variant marker recorded for ``variant=None``; cannot collide with a real variant key.
+UNSET = "\x00unset"
 _GEN_BITS = 20
 _GEN_MASK = (1 << _GEN_BITS) - 1
 
-# (variant marker, window, last sent time in ms << 20 | generation): three objects, one of them shared.
-_Entry = tuple[str, int, int]
+Entry = tuple[str, int, int]
+"""(variant marker, window, last sent time in ms << 20 | generation): three objects, one of them shared."""
 
 
 def dedupe_key(user_id: object, device_id: object, flag_key: object, experiment_key: object) -> int:
@@ -38,8 +39,8 @@ class Decision:
     send: bool
     window: int
     generation: int
-    previous: _Entry | None = None
-    recorded: _Entry | None = None
+    previous: Entry | None = None
+    recorded: Entry | None = None
     at_ms: int = 0
 
 
@@ -53,9 +54,15 @@ class DedupeCache:
     while a repeat of the current variant is suppressed. ``at_ms`` is strictly increasing per key, so
     Amplitude, which applies user properties in event-time order, ends on the last variant sent even
     when the changes came within one millisecond.
+
+    Attributes:
+        entries: ``key -> Entry`` (``(variant or UNSET, window, time and generation)``), least recently
+            used first. Public for the provider's fast path, which looks a repeat up here with no call in
+            between; only ``decide``, ``undo`` and ``clear`` change it.
+        touch: Mark a key as just used, without the lock (it gets a second chance before eviction).
     """
 
-    __slots__ = ("_entries", "_lock", "_recent", "_window", "capacity", "evictions", "touch", "ttl")
+    __slots__ = ("_lock", "_recent", "_window", "capacity", "entries", "evictions", "touch", "ttl")
 
     def __init__(self, capacity: int = 65_536, ttl: float = 86_400.0) -> None:
         if capacity < 1:
@@ -65,9 +72,10 @@ class DedupeCache:
         self.capacity = capacity
         self.ttl = float(ttl)
         self.evictions = 0
-        # Changed only under the lock. The provider's fast path only reads it (a dict lookup, safe
-        # alongside a writer even without the GIL) and marks a hit in _recent (a set, likewise).
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        #: ``key -> Entry``, least recently used first. Changed only under the lock; the provider's fast
+        #: path reads it directly (a dict lookup, safe alongside a writer even without the GIL; with the
+        #: GIL also ``move_to_end``, one atomic C call), and otherwise marks a hit with ``touch``.
+        self.entries: OrderedDict[int, Entry] = OrderedDict()
         self._recent: set[int] = set()
         #: Mark ``key`` as just used, without the lock: it gets a second chance before eviction.
         self.touch = self._recent.add
@@ -77,8 +85,8 @@ class DedupeCache:
     def decide(self, key: int, variant: str | None, now: float) -> Decision:
         """Record ``variant`` for ``key`` and say whether it must be sent."""
         window = int(now // self.ttl)
-        marker = _UNSET if variant is None else variant
-        entries = self._entries
+        marker = UNSET if variant is None else variant
+        entries = self.entries
         at_ms = int(now * 1000)
         with self._lock:
             if window != self._window:
@@ -104,7 +112,7 @@ class DedupeCache:
     def _evict(self, keep: int) -> None:
         """Drop the least recently used entry (under the lock): the oldest not touched since last considered;
         a touched one is moved to the end instead (the "second chance" of the CLOCK policy)."""
-        entries, recent = self._entries, self._recent
+        entries, recent = self.entries, self._recent
         while len(entries) > self.capacity:
             key, entry = entries.popitem(last=False)
             if key in recent and key != keep:
@@ -119,13 +127,13 @@ class DedupeCache:
     def undo(self, key: int, decision: Decision) -> None:
         """Take back a send decision whose exposure could not be queued, so a retry is not suppressed."""
         with self._lock:
-            if self._entries.get(key) != decision.recorded:
+            if self.entries.get(key) != decision.recorded:
                 return  # a later exposure for this key has been recorded since: keep it
             if decision.previous is None:
-                del self._entries[key]
+                del self.entries[key]
                 self._recent.discard(key)
             else:
-                self._entries[key] = decision.previous
+                self.entries[key] = decision.previous
 
     def reset_lock(self) -> None:
         """Replace the lock: after fork() a lock held by another thread would never be released."""
@@ -133,8 +141,8 @@ class DedupeCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self.entries.clear()
             self._recent.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)

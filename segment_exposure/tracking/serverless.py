@@ -88,8 +88,7 @@ def lambda_context(scope_or_environ: Mapping[str, Any]) -> object | None:
 
 def _idle(provider: SegmentExposureTrackingProvider) -> bool:
     """True when nothing tracked awaits delivery: a flush would send nothing and need no thread hop."""
-    outstanding = provider._stats.tracked.value - provider._settled
-    return outstanding <= 0 and not segment_client.unfinished(provider.analytics)
+    return provider.outstanding() <= 0 and not segment_client.unfinished(provider.analytics)
 
 
 def _flush(provider: SegmentExposureTrackingProvider, seconds: float) -> bool:
@@ -129,7 +128,7 @@ def flush_after(
     def decorate(handler: Handler) -> Handler:
         if not callable(handler):
             raise TypeError(f"flush_after() wraps a handler (event, context), got {type(handler).__name__}")
-        provider._deliver_per_invocation()
+        provider.deliver_per_invocation()
 
         if inspect.iscoroutinefunction(handler):
 
@@ -165,9 +164,9 @@ def flush_each_request(provider: SegmentExposureTrackingProvider, setting: objec
     """
     enabled = detect_platform() is not None if setting is None else bool(setting)
     if enabled:
-        provider._deliver_per_invocation()
+        provider.deliver_per_invocation()
     elif setting is not None:
-        provider._unflushed_platform = None  # turned off on purpose (e.g. Cloud Run, CPU always on)
+        provider.silence_platform_warning()  # turned off on purpose (e.g. Cloud Run, CPU always on)
     return enabled
 
 
