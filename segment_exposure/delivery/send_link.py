@@ -38,11 +38,14 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class SendSettings:
-    """The client's settings a send reads, taken when the send starts."""
+    """The client's settings a send reads, taken when the send starts.
+
+    ``endpoint`` is left out of the ``repr``: it may hold credentials (a send logs it redacted).
+    """
 
     limits: RequestLimits
     api: str
-    endpoint: str
+    endpoint: str = field(repr=False)
     max_in_flight: int
     max_attempts: int
     throttle_wait: float
