@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import trustme
 
-from segment_exposure.delivery.amplitude import AmplitudeClient, Status, retry_after_seconds
+from segment_exposure.delivery.amplitude import AmplitudeClient, Status
+from segment_exposure.delivery.outcomes import retry_after_seconds
 from segment_exposure.testing import AmplitudeEmulator
 
 from .amplitude_cases import assert_ingested_once

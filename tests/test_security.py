@@ -35,9 +35,13 @@ import pytest
 import requests
 
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.delivery.amplitude import AmplitudeClient
+from segment_exposure.delivery._http import RequestsPoster
+from segment_exposure.delivery.amplitude import LIMITS, AmplitudeClient
 from segment_exposure.delivery.destination import AmplitudeExposureDestination
+from segment_exposure.delivery.encoding import BodyEncoder
 from segment_exposure.delivery.errors import RetryError
+from segment_exposure.delivery.send_link import Backoff, SendLink, SendSettings
+from segment_exposure.delivery.transport import Redactor, Transport
 from segment_exposure.server import (
     ConfigError,
     ServerSettings,
@@ -333,6 +337,38 @@ def test_no_secret_in_reprs_or_exceptions(echoing_amplitude: AmplitudeEmulator) 
             attempt()
         texts += [str(raised.value), repr(raised.value)]
     assert texts and all(texts)
+    for text in texts:
+        assert_no_secret(text, f"{text[:60]!r}")
+
+
+def test_no_secret_in_what_a_send_is_handed() -> None:
+    """The parts a send gets from its client hold the key (and an endpoint may): no ``repr`` shows it."""
+    endpoint = f"http://user:{API_KEY}@127.0.0.1:9/2/httpapi"
+    redactor = Redactor(API_KEY)
+    encoder = BodyEncoder(API_KEY, min_id_length=3, gzip=False)
+    with requests.Session() as session:
+        transport = Transport(
+            RequestsPoster(session),
+            endpoint,
+            headers={"Content-Type": "application/json"},
+            timeout=(1.0, 1.0),
+            max_in_flight=2,
+            redactor=redactor,
+        )
+        settings = SendSettings(
+            limits=LIMITS["http"],
+            api="http",
+            endpoint=endpoint,
+            max_in_flight=2,
+            max_attempts=3,
+            throttle_wait=30.0,
+            max_throttle_holds=10,
+        )
+        link = SendLink(transport, encoder, Backoff(0.5, 10.0, 0.5), redactor, settings)
+        texts = [repr(link), repr(transport), repr(encoder), repr(redactor), repr(settings)]
+        transport.close()
+    assert API_KEY.encode() in encoder.encode([b"{}"])  # the key is there, in the body only
+    assert redactor.redact(f"bad key {API_KEY}") == "bad key ***"
     for text in texts:
         assert_no_secret(text, f"{text[:60]!r}")
 

@@ -46,38 +46,21 @@ event at large batches).
 
 from __future__ import annotations
 
-import gzip as gzip_module
-import json
 import logging
 import math
-import random
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
 
-from segment_exposure.delivery._http import (
-    HttpFailure,
-    HttpTimeout,
-    Poster,
-    RequestsPoster,
-    Urllib3Poster,
-    redact_url,
-)
-from segment_exposure.delivery.outcomes import (
-    DeliveryResult,
-    EventOutcome,
-    Status,
-    _Reply,
-    _Transient,
-    retry_after_seconds,
-)
+from segment_exposure.delivery._http import Poster, RequestsPoster, Urllib3Poster, redact_url
+from segment_exposure.delivery.encoding import BodyEncoder, RequestLimits
+from segment_exposure.delivery.outcomes import DeliveryResult, EventOutcome, Status
+from segment_exposure.delivery.send_link import Backoff, SendLink, SendSettings
 from segment_exposure.delivery.send_scheduler import Send
+from segment_exposure.delivery.transport import Redactor, Transport
 
 __all__ = [
     "ENDPOINTS",
@@ -102,14 +85,6 @@ ENDPOINTS: Mapping[tuple[str, str], str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class RequestLimits:
-    """What one request may hold: at most ``max_events`` events and ``max_bytes`` bytes of JSON body."""
-
-    max_events: int
-    max_bytes: int
-
-
 #: Amplitude's documented limits: HTTP V2 bodies must stay under 1 MB, Batch under 20 MB; 2000 events each.
 LIMITS: Mapping[str, RequestLimits] = {
     "http": RequestLimits(max_events=2000, max_bytes=999_999),
@@ -131,10 +106,6 @@ class AmplitudeClient:
 
     The API key appears in request bodies only: never in logs, exception messages, reasons or ``repr``.
     """
-
-    #: Called with the code of each request's answer: its HTTP status ("200", "503", ...), or "timeout" or
-    #: "reset" when none came. For metrics (segment_exposure.metrics): it must be quick; errors are logged.
-    observer: Callable[[str], None] | None = None
 
     def __init__(
         self,
@@ -185,13 +156,9 @@ class AmplitudeClient:
         if max_in_flight.__class__ is not int or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be a positive int, got {max_in_flight!r}")
         limits = LIMITS[api]
-        self._api_key = api_key
+        url = endpoint if endpoint is not None else ENDPOINTS[(region_key, api)]
         self.region = region_key
         self.api: Api = api
-        self.endpoint = endpoint if endpoint is not None else ENDPOINTS[(region_key, api)]
-        self.timeout: tuple[float, float] = (
-            (float(timeout), float(timeout)) if isinstance(timeout, (int, float)) else timeout
-        )
         self.gzip = gzip
         self.min_id_length = min_id_length
         self.deadline = deadline
@@ -207,33 +174,35 @@ class AmplitudeClient:
         )
         self.max_in_flight = max_in_flight
         self._proxies: dict[str, str] = {}
-        self._poster: Poster
+        poster: Poster
         if session is None:
             # The environment's proxy and CA settings, read once, here (requests would read them, and
             # ~/.netrc, again on every request), for our own urllib3 pool. Sends that post on the calling
             # thread and those on the pool's threads can overlap: room for both.
             with requests.Session() as reader:
-                environment = reader.merge_environment_settings(self.endpoint, {}, None, None, None)
+                environment = reader.merge_environment_settings(url, {}, None, None, None)
             self._proxies = dict(environment["proxies"] or {})
-            self._poster = Urllib3Poster(
-                self.endpoint,
+            poster = Urllib3Poster(
+                url,
                 maxsize=max(pool_maxsize, max_in_flight) * 2,
                 proxies=self._proxies,
                 verify=environment["verify"],
             )
         else:
-            self._poster = RequestsPoster(session)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._headers = {"Content-Type": "application/json", "User-Agent": user_agent}
+            poster = RequestsPoster(session)
+        headers = {"Content-Type": "application/json", "User-Agent": user_agent}
         if gzip:
-            self._headers["Content-Encoding"] = "gzip"
-        options = b""
-        if min_id_length is not None:
-            options = b',"options":{"min_id_length":%d}' % min_id_length
-        self._head = b'{"api_key":' + json.dumps(api_key).encode() + b',"events":['
-        self._tail = b"]" + options + b"}"
-        self._closed = threading.Event()
+            headers["Content-Encoding"] = "gzip"
+        self._redactor = Redactor(api_key)
+        self._encoder = BodyEncoder(api_key, min_id_length=min_id_length, gzip=gzip)
+        self._transport = Transport(
+            poster,
+            url,
+            headers=headers,
+            timeout=(float(timeout), float(timeout)) if isinstance(timeout, (int, float)) else timeout,
+            max_in_flight=max_in_flight,
+            redactor=self._redactor,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -251,17 +220,41 @@ class AmplitudeClient:
 
     def close(self) -> None:
         """Abort waits of sends in progress (their events come back as retry later); close our session."""
-        self._closed.set()
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
-        self._poster.close()
+        self._transport.close()
 
     @property
     def proxies(self) -> dict[str, str]:
         """The proxies read from the environment when the client was built (empty with a caller's session)."""
         return dict(self._proxies)
+
+    @property
+    def observer(self) -> Callable[[str], None] | None:
+        """Called with the code of each request's answer: its HTTP status ("200", "503", ...), or "timeout"
+        or "reset" when none came. For metrics (segment_exposure.metrics): it must be quick; errors are
+        logged."""
+        return self._transport.observer
+
+    @observer.setter
+    def observer(self, observer: Callable[[str], None] | None) -> None:
+        self._transport.observer = observer
+
+    @property
+    def endpoint(self) -> str:
+        """The URL every request goes to."""
+        return self._transport.endpoint
+
+    @endpoint.setter
+    def endpoint(self, endpoint: str) -> None:
+        self._transport.endpoint = endpoint
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """The per-request (connect, read) timeout in seconds."""
+        return self._transport.timeout
+
+    @timeout.setter
+    def timeout(self, timeout: tuple[float, float]) -> None:
+        self._transport.timeout = timeout
 
     # -- public ----------------------------------------------------------------------------------------
 
@@ -274,94 +267,31 @@ class AmplitudeClient:
         started = time.monotonic()
         budget = self.deadline if deadline is None else deadline
         end = math.inf if budget is None else started + budget
-        run = Send(self, events, end)
+        run = Send(self._send_link(), events, end)
         run.run()
         result = DeliveryResult(run.finish(), requests=run.requests, elapsed=time.monotonic() - started)
         self._log_summary(result)
         return result
 
-    # -- internals used by Send ---------------------------------------------------------------------
+    # -- internals --------------------------------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key in text else text
-
-    def _body(self, parts: list[bytes]) -> bytes:
-        body = self._head + b",".join(parts) + self._tail
-        if self.gzip:
-            body = gzip_module.compress(body, compresslevel=5)
-        return body
-
-    def _post(self, body: bytes, end: float) -> _Reply:
-        """One POST; a definitive answer is returned, anything worth retrying raises ``_Transient``."""
-        if self._closed.is_set():
-            raise _Transient("closed", "the client was closed before the request was sent")
-        remaining = end - time.monotonic()
-        if remaining <= 0.001:
-            raise _Transient("deadline", "the deadline passed before the request could be sent")
-        timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
-        try:
-            response = self._poster.post(self.endpoint, body, self._headers, timeout)
-        except HttpTimeout as exc:
-            self._observe("timeout")
-            code = "deadline" if time.monotonic() >= end - 0.001 else "timeout"
-            raise _Transient(code, f"no answer from Amplitude within {timeout[1]:.3g} s ({exc})") from None
-        except HttpFailure as exc:
-            self._observe("reset")
-            reason = f"network error talking to Amplitude: {self._redact(str(exc))[:300]}"
-            raise _Transient("network", reason) from None
-        status = response.status
-        self._observe(str(status))
-        content = response.content
-        try:
-            parsed = json.loads(content) if content else None
-        except ValueError:
-            parsed = None
-        if status >= 500 or status == 408:
-            code = "unavailable" if status == 503 else "server_error"
-            detail = parsed.get("error", "") if isinstance(parsed, dict) else "non-JSON body"
-            wait_for = retry_after_seconds(response.retry_after) if status == 503 else None
-            raise _Transient(
-                code, f"Amplitude answered HTTP {status} ({self._redact(str(detail))[:200]})", wait_for
-            )
-        if not isinstance(parsed, dict):
-            if 400 <= status < 500:
-                # A proxy's HTML page still says what happened; act on the status.
-                parsed = {"code": status, "error": f"HTTP {status} with a non-JSON body"}
-            else:
-                raise _Transient(
-                    "bad_response",
-                    f"Amplitude answered HTTP {status} with a body that is not a JSON object; it may or may "
-                    "not have ingested the events",
-                )
-        return _Reply(status, parsed, retry_after_seconds(response.retry_after))
-
-    def _submit(self, body: bytes, end: float) -> Future[_Reply]:
-        """Post ``body`` on the client's pool of ``max_in_flight`` threads (made on first use)."""
-        with self._pool_lock:
-            if self._pool is None:
-                if self._closed.is_set():
-                    raise RuntimeError("the client is closed")
-                self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="amplitude-post")
-            return self._pool.submit(self._post, body, end)
-
-    def _observe(self, code: str) -> None:
-        if self.observer is not None:
-            try:
-                self.observer(code)
-            except Exception:
-                logger.exception("the Amplitude client's observer failed")
-
-    def _backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): exponential, with jitter.
-
-        Plain arithmetic, not tenacity: its retry loop would sleep on this thread and stall every other
-        chunk of the send, whose scheduler owns the retrying; only the delay formula would be left to use.
-        """
-        delay = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt - 1, 64))
-        return max(0.0, delay) + random.uniform(0.0, self.backoff_jitter)
-
-    def _sleep(self, seconds: float) -> None:
-        self._closed.wait(seconds)
+    def _send_link(self) -> SendLink:
+        """What a send uses of this client, with the settings as they are now."""
+        return SendLink(
+            transport=self._transport,
+            encoder=self._encoder,
+            backoff=Backoff(self.backoff_initial, self.backoff_max, self.backoff_jitter),
+            redactor=self._redactor,
+            settings=SendSettings(
+                limits=self.limits,
+                api=self.api,
+                endpoint=self.endpoint,
+                max_in_flight=self.max_in_flight,
+                max_attempts=self.max_attempts,
+                throttle_wait=self.throttle_wait,
+                max_throttle_holds=self.max_throttle_holds,
+            ),
+        )
 
     def _log_summary(self, result: DeliveryResult) -> None:
         counts = result.counts()

@@ -6,13 +6,55 @@ the reason, before anything is sent.
 
 from __future__ import annotations
 
+import gzip as gzip_module
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from segment_exposure.delivery.outcomes import EventOutcome, Status
 
-__all__ = ["compact_dumps", "encode_event"]
+__all__ = ["BodyEncoder", "RequestLimits", "compact_dumps", "encode_event"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one request may hold: at most ``max_events`` events and ``max_bytes`` bytes of JSON body."""
+
+    max_events: int
+    max_bytes: int
+
+
+class BodyEncoder:
+    """Joins encoded events into one request body: the key and options around them, gzipped if asked.
+
+    Args:
+        api_key: The Amplitude project's key; it goes in the body, never in a ``repr``.
+        min_id_length: Sent as ``options.min_id_length`` (None: left out).
+        gzip: Compress the body (the client then sends ``Content-Encoding: gzip``).
+    """
+
+    __slots__ = ("_gzip", "_head", "_tail", "overhead")
+
+    def __init__(self, api_key: str, *, min_id_length: int | None, gzip: bool) -> None:
+        options = b""
+        if min_id_length is not None:
+            options = b',"options":{"min_id_length":%d}' % min_id_length
+        self._head = b'{"api_key":' + json.dumps(api_key).encode() + b',"events":['
+        self._tail = b"]" + options + b"}"
+        self._gzip = gzip
+        #: Bytes of a body besides its events and the commas between them.
+        self.overhead = len(self._head) + len(self._tail)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_key='***', gzip={self._gzip!r})"
+
+    def encode(self, parts: list[bytes]) -> bytes:
+        """The request body holding ``parts``, each an event's JSON bytes, in order."""
+        body = self._head + b",".join(parts) + self._tail
+        if self._gzip:
+            body = gzip_module.compress(body, compresslevel=5)
+        return body
 
 
 def _not_serializable(value: Any) -> Any:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from segment_exposure.delivery.coerce import show
 from segment_exposure.delivery.errors import ValidationError
 
-__all__ = ["DEFAULT_MIN_ID_LENGTH", "INVALID_IDS", "id_problem", "validate_id"]
+__all__ = [
+    "DEFAULT_MIN_ID_LENGTH",
+    "INVALID_IDS",
+    "effective_min_id_length",
+    "id_problem",
+    "id_problem_for_minimum",
+    "validate_id",
+]
 
 #: Amplitude's minimum id length when the request carries no ``options.min_id_length``.
 DEFAULT_MIN_ID_LENGTH = 5
@@ -35,7 +42,7 @@ INVALID_IDS: frozenset[str] = frozenset(
 )
 
 
-def _check_min_id_length(min_id_length: int | None) -> int:
+def effective_min_id_length(min_id_length: int | None) -> int:
     """The effective minimum; a bad setting is the caller's bug, so ``ValueError``, not an event error."""
     if min_id_length is None:
         return DEFAULT_MIN_ID_LENGTH
@@ -46,10 +53,12 @@ def _check_min_id_length(min_id_length: int | None) -> int:
 
 def id_problem(value: str, *, min_id_length: int | None = None) -> str | None:
     """Why Amplitude would reject ``value`` as a user or device id, or ``None`` when it is fine."""
-    return _id_problem(value, _check_min_id_length(min_id_length))
+    return id_problem_for_minimum(value, effective_min_id_length(min_id_length))
 
 
-def _id_problem(value: str, minimum: int) -> str | None:
+def id_problem_for_minimum(value: str, minimum: int) -> str | None:
+    """As ``id_problem``, with the minimum already checked (``effective_min_id_length``): for callers that
+    check many ids against one setting, so the setting is validated once."""
     if value.lower() in INVALID_IDS:
         return (
             f"{show(value)} is on Amplitude's list of invalid ids (anonymous, null, unknown, 0, -1, ...); "

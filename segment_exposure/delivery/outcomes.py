@@ -14,7 +14,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DeliveryResult", "EventOutcome", "Status", "retry_after_seconds"]
+__all__ = [
+    "CLOSED_BEFORE_RETRY",
+    "DELIVERED",
+    "THROTTLED_PAST_DEADLINE",
+    "DeliveryResult",
+    "EventOutcome",
+    "Reply",
+    "Status",
+    "TransientFailure",
+    "retry_after_seconds",
+]
 
 
 class Status(str, enum.Enum):
@@ -44,16 +54,14 @@ class EventOutcome:
         return self.status is Status.DELIVERED
 
 
-_DELIVERED = EventOutcome(Status.DELIVERED)
-_THROTTLED_PAST_DEADLINE = EventOutcome(
+DELIVERED = EventOutcome(Status.DELIVERED)
+THROTTLED_PAST_DEADLINE = EventOutcome(
     Status.RETRY_LATER,
     "throttled",
     "Amplitude throttled this event (HTTP 429: too many events for its user or device) and it must wait "
     "longer than the deadline allows; retry later with the same insert_id",
 )
-_CLOSED_BEFORE_RETRY = (
-    "the client was closed before the request was sent; retry later with the same insert_id"
-)
+CLOSED_BEFORE_RETRY = "the client was closed before the request was sent; retry later with the same insert_id"
 
 
 @dataclass(slots=True)
@@ -100,7 +108,7 @@ class DeliveryResult:
         return counts
 
 
-class _Transient(Exception):
+class TransientFailure(Exception):
     """A failure worth retrying after a pause: 5xx, a timeout, a reset, a non-JSON body.
 
     ``retry_after``: seconds the server asked us to wait (``Retry-After`` on a 503), if it did.
@@ -134,7 +142,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 
 @dataclass(slots=True)
-class _Reply:
+class Reply:
     """A definitive JSON answer (2xx or 4xx) to one request."""
 
     status: int

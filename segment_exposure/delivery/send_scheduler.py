@@ -1,76 +1,106 @@
-"""One :meth:`AmplitudeClient.send <segment_exposure.delivery.amplitude.AmplitudeClient.send>`: packing
-events into requests, keeping several in flight, and acting on each answer until every event has an outcome.
+"""One `AmplitudeClient.send <segment_exposure.delivery.amplitude.AmplitudeClient.send>`: packing events
+into requests, keeping several in flight, and acting on each answer until every event has an outcome.
 
-The send's state, and how events are encoded and packed, is in :mod:`segment_exposure.delivery.send_state`.
+The send's state, and how events are encoded and packed, is in `segment_exposure.delivery.send_state`;
+all it uses of the client comes in a `SendLink <segment_exposure.delivery.send_link.SendLink>`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from segment_exposure.delivery._http import redact_url
 from segment_exposure.delivery.answers import rejected_by_400, sort_throttled
 from segment_exposure.delivery.outcomes import (
-    _DELIVERED,
-    _THROTTLED_PAST_DEADLINE,
+    DELIVERED,
+    THROTTLED_PAST_DEADLINE,
     EventOutcome,
+    Reply,
     Status,
-    _Reply,
-    _Transient,
+    TransientFailure,
 )
-from segment_exposure.delivery.send_state import SendState, _Held, _Request
+from segment_exposure.delivery.send_link import SendLink
+from segment_exposure.delivery.send_state import Held, Request, SendState
 
 __all__ = ["Send"]
 
 logger = logging.getLogger(__name__)
 
 
-class Send(SendState):
-    """Runs one :meth:`AmplitudeClient.send`: starts requests, waits for them, and acts on each answer."""
+class Send:
+    """Runs one send: starts requests, waits for them, and acts on each answer.
+
+    Args:
+        link: What the send uses of its client: posting, bodies, backoff, redaction, settings, the clock.
+        events: The events to deliver, in order.
+        end: The deadline, a ``link.clock()`` value (``math.inf``: none).
+    """
+
+    def __init__(self, link: SendLink, events: Sequence[Mapping[str, Any]], end: float) -> None:
+        self.link = link
+        self.end = end
+        settings = link.settings
+        self.state = SendState(
+            events, limits=settings.limits, overhead=link.encoder.overhead, api=settings.api
+        )
+        self.requests = 0
+        self.answered = False  # Amplitude gave a definitive answer (2xx or 4xx) in this send
+        self.failures = 0  # transient failures since Amplitude last answered
+        self.fan_out = False  # more than one request may fly: Amplitude answered, and not with a 413
+
+    def finish(self) -> list[EventOutcome]:
+        """One outcome per event, in order."""
+        return self.state.finish()
 
     # The loop ---------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        client = self.client
-        in_flight: dict[Future[_Reply], _Request] = {}
-        while self.ready or self.held or self.retries or in_flight or self.more:
-            now = time.monotonic()
-            if not self.stopped:
-                if client._closed.is_set():
-                    self._retry_later_everything("closed", "the client was closed; retry later")
+        """Send until every event has an outcome."""
+        state = self.state
+        transport = self.link.transport
+        clock = self.link.clock
+        max_in_flight = self.link.settings.max_in_flight
+        in_flight: dict[Future[Reply], Request] = {}
+        while state.ready or state.held or state.retries or in_flight or state.more:
+            now = clock()
+            if not state.stopped:
+                if transport.closed:
+                    state.retry_later_everything("closed", "the client was closed; retry later")
                 elif now >= self.end:
-                    self._retry_later_everything(
+                    state.retry_later_everything(
                         "deadline", "the deadline passed before this event was sent; retry later"
                     )
-            if self.stopped:
+            if state.stopped:
                 # Nothing new goes out; what is in flight is still counted when it comes back.
-                self._retry_later_everything(self.stop_code, self.stop_reason)
+                state.retry_later_everything(state.stop_code, state.stop_reason)
                 if in_flight:
                     self._collect(in_flight, None)
                 continue
             launch = self._launchable(now, len(in_flight))
-            alone = not self.ready and not self.more
-            if len(launch) == 1 and not in_flight and (alone or client.max_in_flight == 1):
+            alone = not state.ready and not state.more
+            if len(launch) == 1 and not in_flight and (alone or max_in_flight == 1):
                 self._send(launch[0])  # a lone request: on this thread, no hand-over to the pool
                 continue
             for request in launch:
                 request.attempts += 1
                 self.requests += 1
                 try:
-                    future = client._submit(request.body, self.end)
+                    future = transport.submit(request.body, self.end)
                 except RuntimeError:  # closed meanwhile
-                    self._failed(request, _Transient("closed", "the client was closed"))
+                    self._failed(request, TransientFailure("closed", "the client was closed"))
                     continue
                 in_flight[future] = request
-            if in_flight and self.more:
+            if in_flight and state.more:
                 # Encode the next request while these fly, then take in what came back meanwhile.
-                self._produce()
+                state.produce()
                 self._collect(in_flight, 0)
                 continue
-            wake = min([r.not_before for r in self.retries] + [h.not_before for h in self.held], default=None)
+            wake = min(
+                [r.not_before for r in state.retries] + [h.not_before for h in state.held], default=None
+            )
             if in_flight:
                 # Until the first one comes back, or a retry or hold falls due (if any can start then).
                 timeout = None if wake is None or wake <= now else min(wake, self.end) - now
@@ -79,14 +109,14 @@ class Send(SendState):
                 # Nothing may go now: sleep until the first retry or hold is due.
                 if wake >= self.end:
                     # Only holds can end there: a retry is scheduled only if it starts before the deadline.
-                    self._release_held_as_retry_later()
+                    state.release_held_as_retry_later()
                 else:
-                    client._sleep(wake - now)
+                    transport.sleep(wake - now)
 
-    def _launchable(self, now: float, flying: int) -> list[_Request]:
+    def _launchable(self, now: float, flying: int) -> list[Request]:
         """The requests to start now: at most ``max_in_flight`` fly (one while Amplitude looks down)."""
-        limit = self.client.max_in_flight
-        launch: list[_Request] = []
+        limit = self.link.settings.max_in_flight
+        launch: list[Request] = []
         while flying + len(launch) < limit:
             if (not self.fan_out or self.failures >= 2) and (flying or launch):
                 # Until Amplitude has answered in this send, or while it looks down, one request probes it
@@ -98,82 +128,85 @@ class Send(SendState):
             launch.append(request)
         return launch
 
-    def _collect(self, in_flight: dict[Future[_Reply], _Request], timeout: float | None) -> None:
+    def _collect(self, in_flight: dict[Future[Reply], Request], timeout: float | None) -> None:
         """Wait (up to ``timeout``) for requests in flight and act on those that came back."""
         done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
         for future in done:
             request = in_flight.pop(future)
             try:
                 reply = future.result()
-            except _Transient as exc:
+            except TransientFailure as exc:
                 self._failed(request, exc)
                 continue
             except Exception as exc:  # e.g. the pool shut down by close(): never lose the events
-                self._failed(request, _Transient("closed", f"not sent ({type(exc).__name__})"))
+                self._failed(request, TransientFailure("closed", f"not sent ({type(exc).__name__})"))
                 continue
             self.answered = True
             self.failures = 0
             self._answer(request.chunk, reply)
 
-    def _next(self, now: float) -> _Request | None:
+    def _next(self, now: float) -> Request | None:
         """The request to make now: a retry that is due, else the next ready chunk, else None.
 
         While a retry is pending after one failure before Amplitude has answered in this send, or two
         failures in a row after it has, new chunks wait: Amplitude looks down, and the retry probes it.
         """
-        if self.held and any(h.not_before <= now for h in self.held):
-            due = [h for h in self.held if h.not_before <= now]
-            self.held = [h for h in self.held if h.not_before > now]
+        state = self.state
+        if state.held and any(h.not_before <= now for h in state.held):
+            due = [h for h in state.held if h.not_before <= now]
+            state.held = [h for h in state.held if h.not_before > now]
             for h in due:
-                self.ready.extend(self._pack(h.indices))
-        if self.retries:
-            request = min(self.retries, key=lambda r: r.not_before)
+                state.ready.extend(state.pack(h.indices))
+        if state.retries:
+            request = min(state.retries, key=lambda r: r.not_before)
             if request.not_before <= now:
-                self.retries.remove(request)
+                state.retries.remove(request)
                 return request
             if self.failures >= (2 if self.answered else 1):
                 return None
-        if not self.ready and not self._produce():
+        if not state.ready and not state.produce():
             return None
-        chunk = self.ready.popleft()
-        if self.lowered_limits and (len(chunk) > self.max_events or self._size(chunk) > self.max_bytes):
+        chunk = state.ready.popleft()
+        if state.lowered_limits and (len(chunk) > state.max_events or state.size(chunk) > state.max_bytes):
             # Packed before a 413 taught us a smaller limit: repack to the limit we know now.
-            self.ready.extendleft(reversed(self._pack(chunk)))
-            chunk = self.ready.popleft()
-        return _Request(chunk, self.client._body([self.encoded[i] for i in chunk]))
+            state.ready.extendleft(reversed(state.pack(chunk)))
+            chunk = state.ready.popleft()
+        encoded = state.encoded
+        return Request(chunk, self.link.encoder.encode([encoded[i] for i in chunk]))
 
-    def _send(self, request: _Request) -> None:
+    def _send(self, request: Request) -> None:
         """Make one request on this thread and act on the answer."""
         request.attempts += 1
         self.requests += 1
         try:
-            reply = self.client._post(request.body, self.end)
-        except _Transient as exc:
+            reply = self.link.transport.post(request.body, self.end)
+        except TransientFailure as exc:
             self._failed(request, exc)
             return
         self.answered = True
         self.failures = 0
         self._answer(request.chunk, reply)
 
-    def _failed(self, request: _Request, exc: _Transient) -> None:
+    def _failed(self, request: Request, exc: TransientFailure) -> None:
         """Schedule a retry after a backoff (at least ``Retry-After``), unless the attempts or the deadline
         ran out or we were closed.
 
         Giving up on one request ends the send: Amplitude has been failing all that time.
         """
         self.failures += 1
-        client = self.client
-        wait_for = max(client._backoff(request.attempts), exc.retry_after or 0.0)
-        not_before = time.monotonic() + wait_for
+        link = self.link
+        state = self.state
+        wait_for = max(link.backoff.delay(request.attempts), exc.retry_after or 0.0)
+        not_before = link.clock() + wait_for
         if (
-            self.stopped
-            or request.attempts >= client.max_attempts
-            or client._closed.is_set()
+            state.stopped
+            or request.attempts >= link.settings.max_attempts
+            or link.transport.closed
             or not_before >= self.end
         ):
             reason = f"{exc.reason}; retry later with the same insert_id"
-            self._set(request.chunk, EventOutcome(Status.RETRY_LATER, exc.code, reason))
-            self._retry_later_everything(exc.code, f"not sent: {exc.reason}; retry later")
+            state.set(request.chunk, EventOutcome(Status.RETRY_LATER, exc.code, reason))
+            state.retry_later_everything(exc.code, f"not sent: {exc.reason}; retry later")
             return
         logger.info(
             "Amplitude request of %d events failed (attempt %d): %s; retrying in %.2f s",
@@ -184,51 +217,54 @@ class Send(SendState):
         )
         request.not_before = not_before
         request.failure = exc
-        self.retries.append(request)
+        state.retries.append(request)
 
-    def _answer(self, chunk: list[int], reply: _Reply) -> None:
+    def _answer(self, chunk: list[int], reply: Reply) -> None:
         status = reply.status
         # After a 413, one request at a time again until the smaller size is known to pass.
         self.fan_out = status != 413
         if 200 <= status < 300:
-            self._set(chunk, _DELIVERED)
+            self.state.set(chunk, DELIVERED)
         elif status == 413:
             self._split(chunk)
         elif status == 429:
             self._throttled(chunk, reply)
         elif status == 400 and self._index_maps(chunk, reply.body):
-            rest = [i for i in chunk if self.outcomes[i] is None]
-            if rest:
-                self.ready.appendleft(rest)  # at once: loop, since a map may name only the first bad event
+            rest = [i for i in chunk if self.state.outcomes[i] is None]
+            if rest:  # at once: loop, since a map may name only the first bad event
+                self.state.ready.appendleft(rest)
         else:
             self._configuration_error(chunk, reply)
 
     def _split(self, chunk: list[int]) -> None:
+        state = self.state
         if len(chunk) == 1:
-            self._set(
+            state.set(
                 chunk,
                 EventOutcome(
                     Status.REJECTED,
                     "too_large",
                     f"Amplitude answered 413 (payload too large) for this event alone "
-                    f"({len(self.encoded[chunk[0]])} bytes of JSON); shrink its properties",
+                    f"({len(state.encoded[chunk[0]])} bytes of JSON); shrink its properties",
                 ),
             )
             return
         half = (len(chunk) + 1) // 2
         # Learn from it: later requests of this send are packed at most half as large.
-        self.lowered_limits = True
-        self.max_events = max(1, min(self.max_events, half))
-        self.max_bytes = min(self.max_bytes, max(self._size(chunk[:half]), self._size(chunk[half:])))
-        self.ready.appendleft(chunk[half:])
-        self.ready.appendleft(chunk[:half])
+        state.lowered_limits = True
+        state.max_events = max(1, min(state.max_events, half))
+        state.max_bytes = min(state.max_bytes, max(state.size(chunk[:half]), state.size(chunk[half:])))
+        state.ready.appendleft(chunk[half:])
+        state.ready.appendleft(chunk[:half])
         logger.info("Amplitude answered 413 for %d events; splitting into halves", len(chunk))
 
-    def _throttled(self, chunk: list[int], reply: _Reply) -> None:
+    def _throttled(self, chunk: list[int], reply: Reply) -> None:
+        state = self.state
+        settings = self.link.settings
         body = reply.body
-        now_ok, hold, quota = sort_throttled(chunk, self.events, body)
+        now_ok, hold, quota = sort_throttled(chunk, state.events, body)
         if quota:
-            self._set(
+            state.set(
                 quota,
                 EventOutcome(
                     Status.RETRY_LATER,
@@ -237,29 +273,30 @@ class Send(SendState):
                     "retry later with the same insert_id",
                 ),
             )
-        wait = max(self.client.throttle_wait, reply.retry_after or 0.0)
-        not_before = time.monotonic() + wait
+        wait = max(settings.throttle_wait, reply.retry_after or 0.0)
+        not_before = self.link.clock() + wait
         keep: list[int] = []
+        holds = state.holds
         for i in hold:
-            self.holds[i] += 1
-            if self.holds[i] > self.client.max_throttle_holds:
-                self._set(
+            holds[i] += 1
+            if holds[i] > settings.max_throttle_holds:
+                state.set(
                     [i],
                     EventOutcome(
                         Status.RETRY_LATER,
                         "throttled",
-                        f"Amplitude throttled this event {self.holds[i]} times (HTTP 429); retry later",
+                        f"Amplitude throttled this event {holds[i]} times (HTTP 429); retry later",
                     ),
                 )
             else:
                 keep.append(i)
         if keep:
             if not_before >= self.end:
-                self._set(keep, _THROTTLED_PAST_DEADLINE)
+                state.set(keep, THROTTLED_PAST_DEADLINE)
             else:
-                self.held.append(_Held(not_before, keep))
+                state.held.append(Held(not_before, keep))
         if now_ok:
-            self.ready.appendleft(now_ok)
+            state.ready.appendleft(now_ok)
         logger.info(
             "Amplitude throttled %d of %d events (429); holding them %.1f s, %d over daily quota",
             len(hold),
@@ -270,38 +307,32 @@ class Send(SendState):
 
     def _index_maps(self, chunk: list[int], body: dict[str, Any]) -> int:
         """Reject the events a 400 names; returns how many of this chunk's events were named."""
-        error = self.client._redact(str(body.get("error", "")))[:200]
-        named = rejected_by_400(chunk, self.events, body, error)
+        state = self.state
+        error = self.link.redactor.redact(str(body.get("error", "")))[:200]
+        named = rejected_by_400(chunk, state.events, body, error)
         for pos, outcome in named.items():
-            self._set([chunk[pos]], outcome)
+            state.set([chunk[pos]], outcome)
         return len(named)
 
-    def _configuration_error(self, chunk: list[int], reply: _Reply) -> None:
-        client = self.client
+    def _configuration_error(self, chunk: list[int], reply: Reply) -> None:
+        redact = self.link.redactor.redact
         body = reply.body
-        detail = client._redact(str(body.get("error", "")))[:200]
+        detail = redact(str(body.get("error", "")))[:200]
         missing = body.get("missing_field")
         if missing:
-            detail += f" (missing field {client._redact(str(missing))[:50]})"
-        pending = (
-            len(chunk)
-            + sum(len(c) for c in self.ready)
-            + sum(len(h.indices) for h in self.held)
-            + sum(len(r.chunk) for r in self.retries)
-            + len(self.events)
-            - self.cursor
-        )
+            detail += f" (missing field {redact(str(missing))[:50]})"
+        pending = len(chunk) + self.state.pending()
         logger.error(
             "Amplitude refused the request (HTTP %d: %s): check the API key, the region and the endpoint "
             "(%s); %d events kept as retry later, none dropped",
             reply.status,
             detail,
-            redact_url(client.endpoint),
+            redact_url(self.link.settings.endpoint),
             pending,
         )
         reason = (
             f"configuration error: Amplitude answered HTTP {reply.status} ({detail}); check the API key, "
             "region and endpoint, then retry"
         )
-        self._set(chunk, EventOutcome(Status.RETRY_LATER, "configuration", reason))
-        self._retry_later_everything("configuration", reason)
+        self.state.set(chunk, EventOutcome(Status.RETRY_LATER, "configuration", reason))
+        self.state.retry_later_everything("configuration", reason)

@@ -1,7 +1,8 @@
-"""The state of one :meth:`AmplitudeClient.send <segment_exposure.delivery.amplitude.AmplitudeClient.send>`:
-what each event came to so far, and the events encoded and packed into requests as they are needed.
+"""The state of one `AmplitudeClient.send <segment_exposure.delivery.amplitude.AmplitudeClient.send>`:
+what each event came to so far, where the others wait, and the events encoded and packed into requests as
+they are needed.
 
-:class:`~segment_exposure.delivery.send_scheduler.Send` runs the send on top of it.
+`Send <segment_exposure.delivery.send_scheduler.Send>` owns one and runs the send with it.
 """
 
 from __future__ import annotations
@@ -9,25 +10,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from segment_exposure.delivery.encoding import compact_dumps, encode_event
+from segment_exposure.delivery.encoding import RequestLimits, compact_dumps, encode_event
 from segment_exposure.delivery.outcomes import (
-    _CLOSED_BEFORE_RETRY,
-    _THROTTLED_PAST_DEADLINE,
+    CLOSED_BEFORE_RETRY,
+    THROTTLED_PAST_DEADLINE,
     EventOutcome,
     Status,
-    _Transient,
+    TransientFailure,
 )
 
-if TYPE_CHECKING:  # annotations only: the client imports this module
-    from segment_exposure.delivery.amplitude import AmplitudeClient
-
-__all__ = ["SendState"]
+__all__ = ["Held", "Request", "SendState"]
 
 
 @dataclass(slots=True)
-class _Held:
+class Held:
     """Throttled events waiting for ``not_before`` (a ``time.monotonic()`` value)."""
 
     not_before: float
@@ -35,7 +33,7 @@ class _Held:
 
 
 @dataclass(slots=True, eq=False)
-class _Request:
+class Request:
     """One request's events and body; after a transient failure, when it may be retried and why it failed.
 
     The body is kept for every retry, so a retry carries the same ``insert_id`` values.
@@ -45,35 +43,39 @@ class _Request:
     body: bytes
     attempts: int = 0
     not_before: float = 0.0
-    failure: _Transient | None = None
+    failure: TransientFailure | None = None
 
 
 class SendState:
-    """The state of one :meth:`AmplitudeClient.send`.
+    """The events of one send and where each stands.
 
     Events wait in ``ready`` (chunks to send now, in order), ``held`` (throttled events, until their time) or
-    ``retries`` (requests that failed transiently, until their time).
+    ``retries`` (requests that failed transiently, until their time), until they have an outcome.
+
+    Args:
+        events: The events of the send, in order.
+        limits: What one request may hold (a 413 may lower ``max_events`` and ``max_bytes`` below it).
+        overhead: Bytes of a request body besides its events and their commas.
+        api: "http" or "batch": the API the events go to.
     """
 
-    def __init__(self, client: AmplitudeClient, events: Sequence[Mapping[str, Any]], end: float) -> None:
-        self.client = client
+    def __init__(
+        self, events: Sequence[Mapping[str, Any]], *, limits: RequestLimits, overhead: int, api: str
+    ) -> None:
         self.events = events
-        self.end = end
-        self.requests = 0
+        self.limits = limits
+        self.api = api
         self.outcomes: list[EventOutcome | None] = [None] * len(events)
         self.encoded: list[bytes] = [b""] * len(events)
         self.holds = [0] * len(events)
-        self.held: list[_Held] = []
-        self.max_events = client.limits.max_events
-        self.max_bytes = client.limits.max_bytes
+        self.held: list[Held] = []
+        self.max_events = limits.max_events
+        self.max_bytes = limits.max_bytes
         self.lowered_limits = False  # a 413 lowered them: chunks packed before may now be too large
-        self.overhead = len(client._head) + len(client._tail)
+        self.overhead = overhead
         self.ready: deque[list[int]] = deque()
-        self.retries: list[_Request] = []
-        self.answered = False  # Amplitude gave a definitive answer (2xx or 4xx) in this send
-        self.failures = 0  # transient failures since Amplitude last answered
+        self.retries: list[Request] = []
         self.stopped = False  # the send gave up: nothing more is sent
-        self.fan_out = False  # more than one request may fly: Amplitude answered, and not with a 413
         self.stop_code = ""
         self.stop_reason = ""
         # Events are encoded and packed a request at a time, as requests are needed, so the first request
@@ -84,12 +86,13 @@ class SendState:
 
     # Outcomes ---------------------------------------------------------------------------------------
 
-    def _set(self, indices: Sequence[int], outcome: EventOutcome) -> None:
+    def set(self, indices: Sequence[int], outcome: EventOutcome) -> None:
+        """Give ``outcome`` to those of ``indices`` that have none yet (an event's first outcome stands)."""
         for i in indices:
             if self.outcomes[i] is None:
                 self.outcomes[i] = outcome
 
-    def _retry_later_everything(self, code: str, reason: str) -> None:
+    def retry_later_everything(self, code: str, reason: str) -> None:
         """Stop sending: mark everything not finished as retry later.
 
         Held events keep their own reason, and requests waiting for a retry the failure they had (or
@@ -98,34 +101,47 @@ class SendState:
         if not self.stopped:
             self.stopped = True
             self.stop_code, self.stop_reason = code, reason
-        while self._produce():  # events not encoded yet: rejected if they cannot be sent, else these
+        while self.produce():  # events not encoded yet: rejected if they cannot be sent, else these
             pass
         while self.ready:
-            self._set(self.ready.popleft(), EventOutcome(Status.RETRY_LATER, code, reason))
+            self.set(self.ready.popleft(), EventOutcome(Status.RETRY_LATER, code, reason))
         for request in self.retries:
             if code == "closed":
-                outcome = EventOutcome(Status.RETRY_LATER, code, _CLOSED_BEFORE_RETRY)
+                outcome = EventOutcome(Status.RETRY_LATER, code, CLOSED_BEFORE_RETRY)
             else:
-                failure = request.failure or _Transient(code, reason)
+                failure = request.failure or TransientFailure(code, reason)
                 outcome = EventOutcome(
                     Status.RETRY_LATER, failure.code, f"{failure.reason}; retry later with the same insert_id"
                 )
-            self._set(request.chunk, outcome)
+            self.set(request.chunk, outcome)
         self.retries.clear()
-        self._release_held_as_retry_later()
+        self.release_held_as_retry_later()
 
-    def _release_held_as_retry_later(self) -> None:
+    def release_held_as_retry_later(self) -> None:
+        """Give up on the throttled events: their hold outlasts the deadline."""
         for held in self.held:
-            self._set(held.indices, _THROTTLED_PAST_DEADLINE)
+            self.set(held.indices, THROTTLED_PAST_DEADLINE)
         self.held.clear()
 
+    def pending(self) -> int:
+        """Events with no outcome yet that are not in flight: ready, held, awaiting a retry, not encoded."""
+        return (
+            sum(len(c) for c in self.ready)
+            + sum(len(h.indices) for h in self.held)
+            + sum(len(r.chunk) for r in self.retries)
+            + len(self.events)
+            - self.cursor
+        )
+
     def finish(self) -> list[EventOutcome]:
+        """One outcome per event, in order; one left without (which cannot happen) as retry later."""
         lost = EventOutcome(Status.RETRY_LATER, "internal", "not sent (internal error); retry later")
         return [o if o is not None else lost for o in self.outcomes]
 
     # Packing ----------------------------------------------------------------------------------------
 
-    def _pack(self, indices: Sequence[int]) -> list[list[int]]:
+    def pack(self, indices: Sequence[int]) -> list[list[int]]:
+        """``indices`` (encoded already) in chunks that fit ``max_events`` and ``max_bytes``, in order."""
         chunks: list[list[int]] = []
         current: list[int] = []
         empty = self.overhead - 1  # every event adds its bytes and a comma, but n events have n - 1 commas
@@ -151,17 +167,15 @@ class SendState:
 
     def _encode_one(self, i: int) -> bool:
         """Encode event ``i`` once; an event no request could hold is rejected here (False)."""
-        data = encode_event(
-            self.dumps, self.events[i], self.client.limits.max_bytes, self.overhead, self.client.api
-        )
+        data = encode_event(self.dumps, self.events[i], self.limits.max_bytes, self.overhead, self.api)
         if isinstance(data, EventOutcome):
             self.outcomes[i] = data
             return False
         self.encoded[i] = data
         return True
 
-    def _produce(self) -> bool:
-        """Encode the next events into one more chunk in ``ready`` (packed as :meth:`_pack` would);
+    def produce(self) -> bool:
+        """Encode the next events into one more chunk in ``ready`` (packed as ``pack`` would);
         False when there was nothing left to encode."""
         chunk: list[int] = []
         size = self.overhead - 1
@@ -187,6 +201,6 @@ class SendState:
             return True
         return False
 
-    def _size(self, chunk: list[int]) -> int:
+    def size(self, chunk: list[int]) -> int:
         """Bytes of the request body for ``chunk`` before compression."""
         return self.overhead + sum(len(self.encoded[i]) for i in chunk) + len(chunk) - 1

@@ -70,9 +70,9 @@ from segment_exposure.delivery.errors import EventNotSupported, InvalidEventPayl
 from segment_exposure.delivery.id_rules import (
     DEFAULT_MIN_ID_LENGTH,
     INVALID_IDS,
-    _check_min_id_length,
-    _id_problem,
+    effective_min_id_length,
     id_problem,
+    id_problem_for_minimum,
     validate_id,
 )
 from segment_exposure.delivery.sanitize import (
@@ -380,13 +380,13 @@ def to_amplitude_event(
             "the event has no identity: set userId, anonymousId or context.device.id so Amplitude "
             "knows who was exposed"
         )
-    minimum = _check_min_id_length(min_id_length)
+    minimum = effective_min_id_length(min_id_length)
     if user_id is not None:
-        problem = _id_problem(user_id, minimum)
+        problem = id_problem_for_minimum(user_id, minimum)
         if problem is not None:
             raise ValidationError(f"userId {problem}")
     if device_id is not None:
-        problem = _id_problem(device_id, minimum)
+        problem = id_problem_for_minimum(device_id, minimum)
         if problem is not None:
             raise ValidationError(f"{device_source} {problem}")
 
