@@ -11,7 +11,6 @@ import contextlib
 import gc
 import json
 import logging
-import math
 import multiprocessing
 import statistics
 import threading
@@ -26,7 +25,8 @@ from typing import Any
 import requests
 
 from segment_exposure.delivery.amplitude import AmplitudeClient
-from segment_exposure.delivery.send_scheduler import Send
+from segment_exposure.delivery.encoding import BodyEncoder
+from segment_exposure.delivery.send_state import SendState
 from segment_exposure.delivery.translate import to_amplitude_event
 
 from .common import Result, spread
@@ -542,10 +542,11 @@ def _peer_clean(host: ServerHost, events: list[dict[str, Any]], flush_queue_size
 
 def _ceiling_bodies(client: AmplitudeClient, events: list[dict[str, Any]]) -> list[bytes]:
     """The request bodies our client would send for ``events`` (same packing), encoded in advance."""
-    run = Send(client, events, math.inf)
-    while run._produce():
+    encoder = BodyEncoder(API_KEY, min_id_length=client.min_id_length, gzip=client.gzip)
+    state = SendState(events, limits=client.limits, overhead=encoder.overhead, api=client.api)
+    while state.produce():
         pass
-    return [client._body([run.encoded[i] for i in chunk]) for chunk in run.ready]
+    return [encoder.encode([state.encoded[i] for i in chunk]) for chunk in state.ready]
 
 
 def _ceiling_clean(host: ServerHost, bodies: list[bytes], n: int) -> float:

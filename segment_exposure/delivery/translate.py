@@ -67,14 +67,6 @@ from segment_exposure.delivery.coerce import (
     show,
 )
 from segment_exposure.delivery.errors import EventNotSupported, InvalidEventPayload, ValidationError
-from segment_exposure.delivery.id_rules import (
-    DEFAULT_MIN_ID_LENGTH,
-    INVALID_IDS,
-    effective_min_id_length,
-    id_problem,
-    id_problem_for_minimum,
-    validate_id,
-)
 from segment_exposure.delivery.sanitize import (
     EXPERIMENT_PROPERTY_PREFIX,
     SURROGATE,
@@ -84,6 +76,13 @@ from segment_exposure.delivery.sanitize import (
 )
 from segment_exposure.delivery.useragent import user_agent_fields
 from segment_exposure.exposure import EXPOSURE_EVENT
+from segment_exposure.identity.id_rules import (
+    DEFAULT_MIN_ID_LENGTH,
+    INVALID_IDS,
+    effective_min_id_length,
+    id_problem,
+    id_problem_for_minimum,
+)
 
 __all__ = [
     "DEFAULT_EXPOSURE_EVENTS",
@@ -133,6 +132,14 @@ _INITIAL = {name: "initial_" + name for name in ("referrer", *(n for _, n in _CA
 _IOS = re.compile("ios", re.IGNORECASE | re.ASCII)  # ASCII case only, as JavaScript's /ios/i
 _ANDROID = re.compile("android", re.IGNORECASE | re.ASCII)
 _log = logging.getLogger(__name__)
+
+
+def validate_id(value: str, *, field: str = "user_id", min_id_length: int | None = None) -> str:
+    """Return ``value`` if Amplitude accepts it as an id, else raise ``ValidationError`` naming ``field``."""
+    problem = id_problem(value, min_id_length=min_id_length)
+    if problem is not None:
+        raise ValidationError(f"{field} {problem}")
+    return value
 
 
 def _identity_value(value: Any, field: str, notes: list[str]) -> str | None:

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Collection
 from typing import Any
 
-from segment_exposure.delivery.id_rules import INVALID_IDS
+from segment_exposure.identity.id_rules import INVALID_IDS
 
 __all__ = ["AmplitudeContract"]
 

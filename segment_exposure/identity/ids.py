@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from segment_exposure.delivery.id_rules import id_problem  # Amplitude's own rules
+from segment_exposure.identity.id_rules import id_problem  # Amplitude's own rules
 
 __all__ = ["MAX_ID_LENGTH", "as_id", "browser_id"]
 

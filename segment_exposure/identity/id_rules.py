@@ -1,13 +1,13 @@
 """Amplitude's rules for user and device ids: the invalid-id list and the minimum length.
 
 One place, so the translator, the id normalisation of the tracking side, ``doctor`` and the local
-Amplitude emulator refuse exactly the ids Amplitude refuses.
+Amplitude emulator refuse exactly the ids Amplitude refuses. It sits with the ids, below both halves of
+the package; the translator raises its own ``ValidationError`` from what ``id_problem`` says.
 """
 
 from __future__ import annotations
 
-from segment_exposure.delivery.coerce import show
-from segment_exposure.delivery.errors import ValidationError
+import json
 
 __all__ = [
     "DEFAULT_MIN_ID_LENGTH",
@@ -15,7 +15,6 @@ __all__ = [
     "effective_min_id_length",
     "id_problem",
     "id_problem_for_minimum",
-    "validate_id",
 ]
 
 #: Amplitude's minimum id length when the request carries no ``options.min_id_length``.
@@ -61,20 +60,18 @@ def id_problem_for_minimum(value: str, minimum: int) -> str | None:
     check many ids against one setting, so the setting is validated once."""
     if value.lower() in INVALID_IDS:
         return (
-            f"{show(value)} is on Amplitude's list of invalid ids (anonymous, null, unknown, 0, -1, ...); "
+            f"{_shown(value)} is on Amplitude's list of invalid ids (anonymous, null, unknown, 0, -1, ...); "
             "send the real id, or leave the field out"
         )
     if len(value) < minimum:
         return (
-            f"{show(value)} has {len(value)} characters, fewer than Amplitude's minimum of {minimum}; "
+            f"{_shown(value)} has {len(value)} characters, fewer than Amplitude's minimum of {minimum}; "
             "use longer ids, or set min_id_length (Amplitude's options.min_id_length) to accept shorter ones"
         )
     return None
 
 
-def validate_id(value: str, *, field: str = "user_id", min_id_length: int | None = None) -> str:
-    """Return ``value`` if Amplitude accepts it as an id, else raise ``ValidationError`` naming ``field``."""
-    problem = id_problem(value, min_id_length=min_id_length)
-    if problem is not None:
-        raise ValidationError(f"{field} {problem}")
-    return value
+def _shown(value: str) -> str:
+    """An id as JSON (the sender's language), cut so that a long one cannot flood a message."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
