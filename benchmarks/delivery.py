@@ -24,10 +24,9 @@ from typing import Any
 
 import requests
 
-from segment_exposure.delivery.amplitude import AmplitudeClient
+from segment_exposure import AmplitudeClient, to_amplitude_event
 from segment_exposure.delivery.encoding import BodyEncoder
 from segment_exposure.delivery.send_state import SendState
-from segment_exposure.delivery.translate import to_amplitude_event
 
 from .common import Result, spread
 

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, wait
 from typing import Any
 
-from segment_exposure import SegmentExposureTrackingProvider
-from segment_exposure.experiment import ExposureTrackingClient, route_sdk_exposures
+from segment_exposure import ExposureTrackingClient, SegmentExposureTrackingProvider, route_sdk_exposures
 
 from .common import Result, spread
 from .delivery import (

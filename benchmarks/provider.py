@@ -12,8 +12,7 @@ from typing import Any
 
 from segment.analytics import Client
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import Exposure, SegmentCollector, SegmentExposureTrackingProvider
 from segment_exposure.tracking.dedupe import DedupeCache, dedupe_key
 
 from .common import Result, per_call_ns, percentile, spread

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from segment_exposure.delivery.translate import to_amplitude_event
+from segment_exposure import to_amplitude_event
 from segment_exposure.server import sign
 
 from .common import Result

@@ -14,8 +14,7 @@ from typing import Any
 
 from segment.analytics import Client
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.tracking.serverless import flush_after
+from segment_exposure import Exposure, SegmentExposureTrackingProvider, flush_after
 
 from .common import Result, percentile, spread
 from .delivery import ServerHost

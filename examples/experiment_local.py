@@ -15,9 +15,13 @@ import sys
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
 
-from segment_exposure import SegmentExposureTrackingProvider
-from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.testing import FlagConfigServer, SegmentCollector, demo_flags
+from segment_exposure import (
+    ExposureTrackingClient,
+    FlagConfigServer,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    demo_flags,
+)
 
 
 def main() -> int:

@@ -16,9 +16,14 @@ import sys
 
 from amplitude_experiment import RemoteEvaluationClient, RemoteEvaluationConfig, User
 
-from segment_exposure import SegmentExposureTrackingProvider, bind_user
-from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.testing import FlagConfigServer, SegmentCollector, demo_flags
+from segment_exposure import (
+    ExposureTrackingClient,
+    FlagConfigServer,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    bind_user,
+    demo_flags,
+)
 
 
 def main() -> int:

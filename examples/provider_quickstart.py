@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import Exposure, SegmentCollector, SegmentExposureTrackingProvider
 
 
 def main() -> int:

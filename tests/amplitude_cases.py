@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segment_exposure.testing import AmplitudeEmulator
+from segment_exposure import AmplitudeEmulator
 
 #: Settings that make retries and holds take milliseconds, not seconds.
 FAST: dict[str, Any] = {

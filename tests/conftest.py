@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from segment_exposure import SegmentExposureTrackingProvider
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector, SegmentExposureTrackingProvider
 
 # The Experiment fixtures (flag server, clients) for every module that asks for them.
 pytest_plugins = ["tests.experiment_fixtures"]

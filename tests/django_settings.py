@@ -13,8 +13,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse  # type: ignore[import-untyped]
 from django.urls import path  # type: ignore[import-untyped]
 
-from segment_exposure import Exposure, bound_user
-from segment_exposure.identity import identity_from_user, request_scope
+from segment_exposure import Exposure, bound_user, identity_from_user, request_scope
 from segment_exposure.integrations.django import get_provider
 
 SECRET_KEY = "test-only-not-secret"

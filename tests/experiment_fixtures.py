@@ -19,8 +19,7 @@ from amplitude_experiment import (
     User,
 )
 
-from segment_exposure.emulators.flag_server import FlagConfigServer
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import FlagConfigServer, SegmentCollector
 
 EXPERIMENT_KEY = "exp-checkout-1"
 

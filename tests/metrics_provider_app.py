@@ -15,8 +15,8 @@ from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.metrics import exposition_registry, register
+from segment_exposure import Exposure, SegmentExposureTrackingProvider, register
+from segment_exposure.metrics import exposition_registry
 
 provider = SegmentExposureTrackingProvider(
     os.environ["SEGMENT_WRITE_KEY"],

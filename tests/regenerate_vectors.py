@@ -14,8 +14,7 @@ import json
 import sys
 from typing import Any
 
-from segment_exposure.delivery.errors import PermanentError
-from segment_exposure.delivery.translate import to_amplitude_event
+from segment_exposure import PermanentError, to_amplitude_event
 
 from .segment_oracle import oracle_missing, run_oracle
 from .test_segment_parity import VECTOR_DIR, Case, expected_from_segment

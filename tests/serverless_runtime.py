@@ -21,8 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.tracking.serverless import flush_after
+from segment_exposure import Exposure, SegmentExposureTrackingProvider, flush_after
 
 EXPOSURE = Exposure("checkout", "treatment", "exp-1")
 

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from segment_exposure.delivery.amplitude import AmplitudeClient, DeliveryResult, Status
-from segment_exposure.testing import AmplitudeEmulator
+from segment_exposure import AmplitudeClient, AmplitudeEmulator, DeliveryResult, Status
 
 from .conftest import wait_until
 
@@ -97,6 +96,7 @@ def assert_exactly_once(emulator: AmplitudeEmulator, batch: list[dict[str, Any]]
     assert sorted(ingested) == sorted(e["insert_id"] for e in batch)
 
 
+@pytest.mark.slow
 def test_a_backoff_does_not_hold_up_the_other_requests(
     emulator: AmplitudeEmulator, session: RecordingSession
 ) -> None:
@@ -123,6 +123,7 @@ def test_a_failure_before_any_answer_holds_new_requests_until_the_retry(
     assert session.sent == [c[0], c[0], c[1], c[2], c[3], c[4]], "Amplitude may be down: probe first"
 
 
+@pytest.mark.slow
 def test_two_failures_in_a_row_hold_new_requests_until_a_retry_is_answered(
     emulator: AmplitudeEmulator, session: RecordingSession
 ) -> None:
@@ -157,6 +158,7 @@ def test_an_outage_is_probed_by_the_failed_requests_only(
     assert_exactly_once(emulator, batch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["500_after_ingest", "reset_after_ingest", "non_json"])
 def test_retries_between_other_requests_keep_their_insert_ids(
     emulator: AmplitudeEmulator, session: RecordingSession, fault: str

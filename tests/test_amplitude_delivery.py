@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from segment_exposure.delivery.amplitude import ENDPOINTS, AmplitudeClient, DeliveryResult, Status
-from segment_exposure.testing import AmplitudeEmulator
+from segment_exposure import AmplitudeClient, AmplitudeEmulator, DeliveryResult, Status
+from segment_exposure.delivery.amplitude import ENDPOINTS
 
 from .amplitude_cases import FAST as CASES_FAST
 from .amplitude_cases import FAULT_IDS, FAULT_MATRIX, SIZES, assert_ingested_once
@@ -106,6 +106,7 @@ def assert_exactly_once(emulator: AmplitudeEmulator, events: list[dict[str, Any]
 # -- the fault matrix -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize(
     ("fault", "fault_options"),
@@ -217,6 +218,7 @@ def test_packing_fills_requests_to_the_byte_exactly(emulator: AmplitudeEmulator)
     assert len(emulator.requests) <= 300 // 20 + 1, "and requests are full"
 
 
+@pytest.mark.slow
 def test_429_resends_the_others_now_and_holds_the_throttled(emulator: AmplitudeEmulator) -> None:
     emulator.eps_threshold = 50
     emulator.throttle_window = 0.2  # 10 events per device per 0.2 s
@@ -304,6 +306,7 @@ def test_connection_refused_is_retry_later() -> None:
     assert result[0].code == "network"
 
 
+@pytest.mark.slow
 def test_slow_server_and_a_deadline(emulator: AmplitudeEmulator) -> None:
     emulator.inject("slow", count=None, delay=1.0)
     events, _ = make_batch(1000, invalid=False)

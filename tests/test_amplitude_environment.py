@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 import trustme
 
-from segment_exposure.delivery.amplitude import AmplitudeClient, Status
+from segment_exposure import AmplitudeClient, AmplitudeEmulator, Status
 from segment_exposure.delivery.outcomes import retry_after_seconds
-from segment_exposure.testing import AmplitudeEmulator
 
 from .amplitude_cases import assert_ingested_once
 
@@ -163,6 +162,7 @@ def fast_client(emulator: AmplitudeEmulator, deadline: float) -> AmplitudeClient
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 def test_503_retry_after_is_waited_for(emulator: AmplitudeEmulator, form: str) -> None:
     value = "1" if form == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)

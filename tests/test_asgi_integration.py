@@ -24,11 +24,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider, bound_user
-from segment_exposure.identity import identity_from_user
-from segment_exposure.integrations.asgi import SegmentExposureMiddleware
+from segment_exposure import (
+    Exposure,
+    SegmentCollector,
+    SegmentExposureMiddleware,
+    SegmentExposureTrackingProvider,
+    bound_user,
+    identity_from_user,
+)
 from segment_exposure.integrations.fastapi import ExperimentClient, ExposureProvider
-from segment_exposure.testing import SegmentCollector
 
 from .uvicorn_support import UvicornThread
 
@@ -97,6 +101,7 @@ def delivered(provider: SegmentExposureTrackingProvider, collector: SegmentColle
 # -- identity per request --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_hundred_concurrent_requests_each_carry_their_own_identity(
     provider: SegmentExposureTrackingProvider, collector: SegmentCollector
 ) -> None:
@@ -138,6 +143,7 @@ def test_two_hundred_concurrent_requests_each_carry_their_own_identity(
     assert app.state.in_flight["max"] > 1  # the async requests really overlapped
 
 
+@pytest.mark.slow
 def test_streaming_bodies_and_background_tasks_keep_the_identity(
     provider: SegmentExposureTrackingProvider, collector: SegmentCollector
 ) -> None:
@@ -156,6 +162,7 @@ def test_streaming_bodies_and_background_tasks_keep_the_identity(
     assert {e["anonymousId"] for e in events} == {ANON}
 
 
+@pytest.mark.slow
 def test_amplitude_cookie_and_identity_order(
     provider: SegmentExposureTrackingProvider, collector: SegmentCollector
 ) -> None:
@@ -172,6 +179,7 @@ def test_amplitude_cookie_and_identity_order(
     assert (event["userId"], event["anonymousId"]) == ("amp-user-9", "amp-device-9")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("proxy_headers", [False, True])
 def test_client_ip_is_what_uvicorn_made_of_proxy_headers(
     provider: SegmentExposureTrackingProvider, collector: SegmentCollector, proxy_headers: bool
@@ -184,6 +192,7 @@ def test_client_ip_is_what_uvicorn_made_of_proxy_headers(
     assert event["context"]["ip"] == ("198.51.100.23" if proxy_headers else "127.0.0.1")
 
 
+@pytest.mark.slow
 def test_privacy_switches(provider: SegmentExposureTrackingProvider, collector: SegmentCollector) -> None:
     app = fastapi_app(provider, send_user_agent=False, send_ip=False, send_locale=False)
     headers = {"Cookie": f"ajs_anonymous_id={ANON}", "Accept-Language": "sv-SE", "User-Agent": "agent-x"}
@@ -193,6 +202,7 @@ def test_privacy_switches(provider: SegmentExposureTrackingProvider, collector: 
     assert not {"userAgent", "ip", "locale"} & set(event["context"])
 
 
+@pytest.mark.slow
 def test_experiment_dependency_buckets_by_the_browser_device_id(
     provider: SegmentExposureTrackingProvider,
     collector: SegmentCollector,
@@ -259,6 +269,7 @@ def starlette_app(provider: SegmentExposureTrackingProvider, **options: Any) -> 
     )
 
 
+@pytest.mark.slow
 def test_starlette_authenticated_user_wins_for_user_id_and_websockets_are_bound(
     provider: SegmentExposureTrackingProvider, collector: SegmentCollector
 ) -> None:
@@ -276,6 +287,7 @@ def test_starlette_authenticated_user_wins_for_user_id_and_websockets_are_bound(
     assert len(delivered(provider, collector)) == 2
 
 
+@pytest.mark.slow
 def test_custom_async_identify_and_one_that_raises(
     provider: SegmentExposureTrackingProvider, collector: SegmentCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -320,6 +332,7 @@ def test_bad_arguments_are_refused() -> None:
 # -- lifespan: the shutdown flush ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_shutdown_flushes_what_the_last_requests_tracked(
     make_provider: MakeProvider, collector: SegmentCollector
 ) -> None:
@@ -336,6 +349,7 @@ def test_shutdown_flushes_what_the_last_requests_tracked(
     assert server.shutdown_seconds is not None and server.shutdown_seconds >= 0.5
 
 
+@pytest.mark.slow
 def test_shutdown_flush_keeps_to_its_deadline_when_segment_is_down(
     make_provider: MakeProvider, collector: SegmentCollector
 ) -> None:

@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 IDS = {"B1", "B1'", "B2", "B3", "B4", "B5", "B5'", "B6", "B7", "M1", "S1"}
 

@@ -23,10 +23,13 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector
 
 from .cdp import Chromium, ChromiumError, find_chromium
 from .npm_support import BROWSER_DIR, require_npm_dir
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 # The example app (examples/browser_identity/app.py) is what the browser talks to.

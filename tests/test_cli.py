@@ -48,6 +48,7 @@ def test_translate_round_trips_the_golden_vectors(tmp_path: Path) -> None:
     assert [(int(f.split(":")[0][5:]), f.split(": ")[1]) for f in failures] == wanted
 
 
+@pytest.mark.slow
 def test_translate_reads_a_json_array_from_stdin_and_strict_fails() -> None:
     good = {
         "type": "track",
@@ -67,6 +68,7 @@ def test_translate_reads_a_json_array_from_stdin_and_strict_fails() -> None:
     assert strict.returncode == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["translate", "doctor"])
 def test_a_json_array_missing_a_comma_is_a_clear_error_with_its_line(command: str) -> None:
     event = {"type": "track", "event": "$exposure", "userId": "user-00001", "messageId": "m-1"}
@@ -82,6 +84,7 @@ def test_a_json_array_missing_a_comma_is_a_clear_error_with_its_line(command: st
     assert unclosed.returncode == 2 and "invalid JSON array" in unclosed.stderr
 
 
+@pytest.mark.slow
 def test_translate_min_id_length_and_invalid_json_lines() -> None:
     short = {
         "type": "track",
@@ -98,6 +101,7 @@ def test_translate_min_id_length_and_invalid_json_lines() -> None:
     assert json.loads(relaxed.stdout.splitlines()[0])["user_id"] == "abc"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["lines", "one-line array"])
 def test_translate_streams_a_large_file_with_flat_memory(tmp_path: Path, form: str) -> None:
     event = {
@@ -163,6 +167,7 @@ def test_doctor_finds_every_planted_problem() -> None:
     assert all(f["fix"] for f in report["findings"])
 
 
+@pytest.mark.slow
 def test_doctor_on_a_clean_export_finds_nothing() -> None:
     done = cli("doctor", str(FIXTURES / "doctor_clean.jsonl"), "--json")
     assert done.returncode == 0, done.stdout
@@ -171,6 +176,7 @@ def test_doctor_on_a_clean_export_finds_nothing() -> None:
     assert "no problems found" in table.stdout
 
 
+@pytest.mark.slow
 def test_doctor_warnings_alone_can_be_allowed(tmp_path: Path) -> None:
     lines = (FIXTURES / "doctor_clean.jsonl").read_text().splitlines()
     event = json.loads(lines[0])
@@ -181,6 +187,7 @@ def test_doctor_warnings_alone_can_be_allowed(tmp_path: Path) -> None:
     assert cli("doctor", str(source), "--allow-warnings").returncode == 0
 
 
+@pytest.mark.slow
 def test_doctor_reports_a_missing_integrations_flag_as_information(tmp_path: Path) -> None:
     """A destination filter on Segment's side does the flag's job and an export cannot show it."""
     lines = (FIXTURES / "doctor_clean.jsonl").read_text().splitlines()
@@ -211,6 +218,7 @@ def test_doctor_reports_a_missing_integrations_flag_as_information(tmp_path: Pat
     assert clean.returncode == 0 and json.loads(clean.stdout)["findings"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -229,12 +237,14 @@ def test_user_mistakes_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     assert done.stderr.startswith(f"segment-exposure {args[0]}: error:")
 
 
+@pytest.mark.slow
 def test_every_command_has_help_with_examples() -> None:
     for command in ("demo", "serve", "translate", "function", "doctor"):
         done = cli(command, "--help")
         assert done.returncode == 0 and "examples:" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("faults", [False, True])
 def test_demo_runs_the_whole_pipeline_and_reconciles(faults: bool) -> None:
     args = ["demo", "--users", "150", "--quiet"] + (["--faults"] if faults else [])

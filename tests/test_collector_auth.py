@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector
 
 KEY = "collector-auth-key"
 MESSAGE = {"type": "track", "event": "$exposure", "userId": "user-auth-0001", "messageId": "m-1"}

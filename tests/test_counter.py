@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from segment_exposure import ProviderStats
 from segment_exposure import counter as counter_module
 from segment_exposure.counter import FORCE_CELL_COUNTER_ENV, CellCounter, CountCounter, Counter
-from segment_exposure.tracking.stats import ProviderStats
 
 from .conftest import wait_until
 
@@ -263,6 +263,7 @@ print(json.dumps({"status": status, "parent": counter.value}), flush=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 @pytest.mark.parametrize("how", ["os", "c"])
 @pytest.mark.parametrize("impl", ["cell", "count"])

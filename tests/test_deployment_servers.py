@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector
 
 from .conftest import WRITE_KEY, wait_until
 
@@ -39,7 +39,7 @@ IN_CI = os.environ.get("CI") == "true"
 #: always enable them). .ci/run installs pyuwsgi 2.0.26 here (PYUWSGI_LEGACY overrides the folder).
 LEGACY_PYUWSGI = Path(os.environ.get("PYUWSGI_LEGACY", ROOT / ".ci" / "cache" / "pyuwsgi-2.0.26"))
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # starts processes: outside the fast inner loop
 
 
 def _free_port() -> int:

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.delivery.destination import AmplitudeExposureDestination
-from segment_exposure.delivery.errors import (
+from segment_exposure import (
+    AmplitudeEmulator,
+    AmplitudeExposureDestination,
     EventNotSupported,
     InvalidEventPayload,
     PermanentError,
     RetryError,
     ValidationError,
 )
-from segment_exposure.testing import AmplitudeEmulator
 
 from .amplitude_cases import FAST, FAULT_IDS, FAULT_MATRIX, SIZES, assert_ingested_once, segment_event
 
@@ -96,6 +96,7 @@ def assert_exactly_once(emulator: AmplitudeEmulator, events: list[Any], bad: set
     assert_ingested_once(emulator, {events[i]["messageId"] for i in range(len(events)) if i not in bad})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize(
     ("fault", "fault_options"),
@@ -125,6 +126,7 @@ def test_on_batch_fault_matrix(
         assert {a["status"] for a in answers[0]} == {500} | ({400} if bad else set())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("fault", "fault_options"),
     FAULT_MATRIX,
@@ -194,6 +196,7 @@ def test_on_batch_keeps_order_with_mixed_types(emulator: AmplitudeEmulator) -> N
     assert {e["event_type"] for e in emulator.ingested} == {"$exposure"}
 
 
+@pytest.mark.slow
 def test_on_batch_with_a_slow_amplitude_returns_within_the_deadline(emulator: AmplitudeEmulator) -> None:
     emulator.inject("slow", count=None, delay=1.0)
     events, bad = make_batch(1000)

@@ -32,10 +32,15 @@ from django.core.management import call_command  # type: ignore[import-untyped]
 from django.core.management.base import SystemCheckError  # type: ignore[import-untyped]
 from django.test import AsyncClient, Client  # type: ignore[import-untyped]
 
-from segment_exposure import SegmentExposureTrackingProvider, bound_user
-from segment_exposure.identity import request_scope
-from segment_exposure.integrations.django import ExposureMiddleware, get_provider
-from segment_exposure.testing import InMemorySegmentClient, SegmentCollector
+from segment_exposure import (
+    ExposureMiddleware,
+    InMemorySegmentClient,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    bound_user,
+    request_scope,
+)
+from segment_exposure.integrations.django import get_provider
 
 from .conftest import WRITE_KEY, reused_collector
 
@@ -304,6 +309,7 @@ def test_manage_py_check_fails_on_errors(settings: Any) -> None:
 # -- outside this process --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_example_project_passes_under_djangos_own_test_runner() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENT_", "DJANGO_"))}
     done = subprocess.run(

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 from amplitude_experiment import User, Variant
 
-from segment_exposure import bind_user
-from segment_exposure.emulators.flag_server import FLAGS_PATH, FlagConfigServer, demo_flags
-from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import ExposureTrackingClient, FlagConfigServer, SegmentCollector, bind_user, demo_flags
+from segment_exposure.emulators.flag_server import FLAGS_PATH
 from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX
 
 from .conftest import wait_until
@@ -138,6 +136,7 @@ def test_fallback_for_a_missing_flag_is_never_tracked(
     assert (stats["fallbacks"], stats["suppressed"]["fallback"], stats["errors"]) == (3, 4, 0)
 
 
+@pytest.mark.slow
 def test_client_fallback_variant_as_in_the_js_client(
     collector: SegmentCollector, make_provider: Any, make_local_client: Any
 ) -> None:
@@ -358,6 +357,7 @@ def test_demo_flags_work_with_the_real_local_client(
     assert seen["pricing-banner", "on"] == 200
 
 
+@pytest.mark.slow
 def test_many_threads_many_users_exact_counts(
     collector: SegmentCollector, make_provider: Any, make_local_client: Any, flag_server: FlagConfigServer
 ) -> None:

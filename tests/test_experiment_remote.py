@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 from amplitude_experiment import RemoteEvaluationClient, RemoteEvaluationConfig
 
-from segment_exposure import bind_user
-from segment_exposure.emulators.flag_server import VARDATA_PATH, FlagConfigServer
-from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import ExposureTrackingClient, FlagConfigServer, SegmentCollector, bind_user
+from segment_exposure.emulators.flag_server import VARDATA_PATH
 
 from .experiment_fixtures import ALICE, BOB, CAROL, ERIN, EXPERIMENT_KEY, by_user
 
 
+@pytest.mark.slow
 def test_remote_variants_reach_segment_and_amplitude_tracks_nothing(
     collector: SegmentCollector, make_provider: Any, remote_client: Any, flag_server: FlagConfigServer
 ) -> None:
@@ -79,6 +78,7 @@ def test_one_fetch_per_request(
     assert (stats["evaluations"], stats["cache_hits"], stats["fallbacks"]) == (1, 4, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("status", "retries"),
     [(503, 0), (400, 0), (503, 1)],
@@ -158,6 +158,7 @@ def _closed_port() -> int:
     return port
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["server-500", "connection-refused", "timeout", "not-json"])
 def test_each_kind_of_fetch_failure_is_an_error_without_reading_logs(
     fault: str, collector: SegmentCollector, make_provider: Any, flag_server: FlagConfigServer

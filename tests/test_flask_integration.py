@@ -12,10 +12,16 @@ import pytest
 from amplitude_experiment import User
 from flask import Flask, Request, current_app, g, jsonify, session
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider, bound_user
-from segment_exposure.identity import identity_from_user, request_scope
-from segment_exposure.integrations.flask import SegmentExposure, default_identify
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import (
+    Exposure,
+    SegmentCollector,
+    SegmentExposure,
+    SegmentExposureTrackingProvider,
+    bound_user,
+    identity_from_user,
+    request_scope,
+)
+from segment_exposure.integrations.flask import default_identify
 
 from .conftest import WRITE_KEY, reused_collector
 

@@ -20,18 +20,24 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.delivery.destination import AmplitudeExposureDestination
-from segment_exposure.delivery.errors import PermanentError, RetryError
-from segment_exposure.delivery.translate import to_amplitude_event
-from segment_exposure.testing import AmplitudeEmulator
+from segment_exposure import (
+    AmplitudeEmulator,
+    AmplitudeExposureDestination,
+    PermanentError,
+    RetryError,
+    to_amplitude_event,
+)
 
 from .amplitude_cases import segment_event
 from .test_segment_parity import ua_derived_fields
 
 NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(
-    NODE is None, reason="node is not installed: the Segment Function is JavaScript (CI installs Node 20)"
-)
+pytestmark = [
+    pytest.mark.slow,  # runs Node: outside the fast inner loop
+    pytest.mark.skipif(
+        NODE is None, reason="node is not installed: the Segment Function is JavaScript (CI installs Node 20)"
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "js" / "harness.mjs"

@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.testing import AmplitudeEmulator
+from segment_exposure import AmplitudeEmulator
 
 from .amplitude_cases import assert_ingested_once
 from .test_function_js import API_KEY, JS_FAST, make_batch, run_js
 from .test_slow_amplitude import ATTEMPTS, big_batch
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -39,13 +39,22 @@ from hypothesis import event as hypothesis_event
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
+from segment_exposure import (
+    AmplitudeEmulator,
+    AmplitudeExposureDestination,
+    EventNotSupported,
+    Exposure,
+    InvalidEventPayload,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    ValidationError,
+    create_app,
+    lambda_handler,
+    to_amplitude_event,
+)
 from segment_exposure.delivery.coerce import read_string
-from segment_exposure.delivery.destination import AmplitudeExposureDestination
-from segment_exposure.delivery.errors import EventNotSupported, InvalidEventPayload, ValidationError
-from segment_exposure.delivery.translate import EXPERIMENT_PROPERTY_PREFIX, id_problem, to_amplitude_event
-from segment_exposure.server import create_app, lambda_handler, reset_cache, sign
-from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
+from segment_exposure.delivery.translate import EXPERIMENT_PROPERTY_PREFIX, id_problem
+from segment_exposure.server import reset_cache, sign
 
 from .conftest import WRITE_KEY
 from .hardening_profiles import fuzz_settings
@@ -336,6 +345,7 @@ def _has_nan(value: Any) -> bool:
     return "NaN" in json.dumps(value)
 
 
+@pytest.mark.slow
 @fuzz_settings(1500)
 @given(segment_events(surrogates=True))
 def test_translator_returns_a_valid_event_or_a_permanent_error(event: Any) -> None:
@@ -364,6 +374,7 @@ def json_decodable(draw: st.DrawFn) -> Any:
     return json.loads(text)
 
 
+@pytest.mark.slow
 @fuzz_settings(1000)
 @given(json_decodable())
 def test_any_json_decodable_input_gives_strict_json_or_a_permanent_error(event: Any) -> None:
@@ -397,6 +408,7 @@ def test_odd_secondary_fields_are_repaired_not_refused(fields: dict[str, Any]) -
     assert out["event_properties"]["flag_key"]
 
 
+@pytest.mark.slow
 @fuzz_settings(400)
 @given(
     valid_segment_event(),
@@ -577,6 +589,7 @@ def _decided(provider: SegmentExposureTrackingProvider) -> int:
     return int(stats["tracked"] + stats["deduplicated"])
 
 
+@pytest.mark.slow
 def test_provider_never_raises_and_every_call_is_counted_once(collector: SegmentCollector) -> None:
     options = {"upload_interval": 0.02}
     providers = [
@@ -710,6 +723,7 @@ def _check_answer(status: int, payload: bytes, signed: bool) -> None:
         assert accounted == answer["received"] and answer["retry"] == [], answer
 
 
+@pytest.mark.slow
 @fuzz_settings(800)
 @given(bodies, CONTENT_TYPES, SIGNATURE_KINDS, st.text(st.characters(max_codepoint=255), max_size=50))
 def test_webhook_never_answers_500_for_bad_input(
@@ -785,6 +799,7 @@ def _lambda_event(shape: str, body: bytes, b64: bool, headers: dict[str, str], m
     }
 
 
+@pytest.mark.slow
 @fuzz_settings(400)
 @given(
     st.one_of(
@@ -866,6 +881,7 @@ def test_a_deeply_nested_value_is_a_permanent_error(field: str) -> None:
         to_amplitude_event(event)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["translate", "doctor"])
 def test_cli_reports_a_deeply_nested_line_without_a_traceback(command: str, tmp_path: Path) -> None:
     good = json.dumps(segment_event(1))

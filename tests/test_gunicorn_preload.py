@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector
 
 from .conftest import WRITE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "gunicorn_preload" / "gunicorn.conf.py"
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # starts processes: outside the fast inner loop
 
 
 def _get(port: int, device_id: str) -> dict[str, object]:

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segment_exposure.identity import from_cookies
+from segment_exposure import from_cookies
 from segment_exposure.identity.browser_cookies import amplitude_ids, ignored_cookie_values
 from segment_exposure.identity.ids import MAX_ID_LENGTH, browser_id
 
@@ -193,6 +193,7 @@ def test_a_misbehaving_mapping_never_raises() -> None:
     assert from_cookies(Broken()) is None
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(
@@ -244,6 +245,7 @@ def amplitude_corpus() -> list[tuple[str, bool]]:
     return values
 
 
+@pytest.mark.slow
 def test_from_cookies_agrees_with_amplitude_cookie_parse_under_node() -> None:
     corpus = amplitude_corpus()
     generate = [{"deviceId": d, "newFormat": fmt} for d in DEVICE_IDS for fmt in (True, False)]

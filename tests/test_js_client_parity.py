@@ -27,12 +27,20 @@ from typing import Any
 import pytest
 from amplitude_experiment import RemoteEvaluationClient, RemoteEvaluationConfig
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider, bind_user
+from segment_exposure import (
+    Exposure,
+    ExposureTrackingClient,
+    FlagConfigServer,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    bind_user,
+)
 from segment_exposure.emulators.flag_server import VARDATA_PATH
-from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.testing import FlagConfigServer, SegmentCollector
 
 from .experiment_fixtures import EXPERIMENT_KEY, QUIET_FLAG, VALUE_ONLY_FLAG, checkout_flag
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS_DIR = ROOT / "tests" / "js" / "experiment-client"

@@ -14,16 +14,15 @@ from typing import Any
 
 import pytest
 
+from segment_exposure import AmplitudeEmulator, lambda_handler
 from segment_exposure.server import (
     DEFAULT_MAX_BODY_BYTES,
     ConfigError,
     ServerSettings,
     aws_lambda,
-    lambda_handler,
     reset_cache,
     sign,
 )
-from segment_exposure.testing import AmplitudeEmulator
 
 from .amplitude_cases import segment_event
 
@@ -221,6 +220,7 @@ def test_body_over_the_cap_is_413(monkeypatch: pytest.MonkeyPatch, amplitude: Am
     assert DEFAULT_MAX_BODY_BYTES >= 16 * 1024 * 1024
 
 
+@pytest.mark.slow
 def test_outage_then_segments_retry_ingests_each_event_once(amplitude: AmplitudeEmulator) -> None:
     events = [segment_event(i, "outage") for i in range(30)]
     amplitude.inject("500_after_ingest", count=None)
@@ -242,6 +242,7 @@ def test_throttling_is_429_and_rejections_are_listed(amplitude: AmplitudeEmulato
     assert throttled["json"]["rejected"][0]["error"].startswith("ValidationError")
 
 
+@pytest.mark.slow
 def test_the_deadline_fits_the_lambdas_remaining_time(amplitude: AmplitudeEmulator) -> None:
     amplitude.inject("slow", count=1, delay=1.0)
     started = time.monotonic()
@@ -316,6 +317,7 @@ def test_settings_from_the_environment() -> None:
             ServerSettings.from_environ({**env, name: value})
 
 
+@pytest.mark.slow
 def test_example_runs_against_a_local_emulator() -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(

@@ -18,8 +18,13 @@ import pytest
 from segment.analytics.client import Client
 from segment.analytics.consumer import Consumer
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.testing import InMemorySegmentClient, SegmentCollector, capture_exposures
+from segment_exposure import (
+    Exposure,
+    InMemorySegmentClient,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    capture_exposures,
+)
 from segment_exposure.tracking import provider as provider_module
 from segment_exposure.tracking.dedupe import DedupeCache, dedupe_key
 from segment_exposure.tracking.segment_client import RedactingFilter
@@ -150,6 +155,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_importing_the_package_and_plugin_starts_and_patches_nothing() -> None:
     """A fresh interpreter imports every public module (the pytest plugin too) and nothing changes."""
     result = subprocess.run(
@@ -213,6 +219,7 @@ def _ours_and_segments_threads() -> set[threading.Thread]:
     }
 
 
+@pytest.mark.slow
 def test_dropped_providers_are_collected_and_leave_no_thread_or_queue(collector: SegmentCollector) -> None:
     """100 providers, half owning a Segment client and half wrapping one, each tracks and is dropped."""
     gc.collect()
@@ -246,6 +253,7 @@ def test_dropped_providers_are_collected_and_leave_no_thread_or_queue(collector:
     assert len(collector.events()) == 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_invocation", [False, True])
 def test_a_dropped_provider_is_freed_by_reference_counting_alone(
     collector: SegmentCollector, per_invocation: bool
@@ -271,6 +279,7 @@ def test_a_dropped_provider_is_freed_by_reference_counting_alone(
     assert [e["userId"] for e in collector.events()] == ["user-00001"]
 
 
+@pytest.mark.slow
 def test_a_live_provider_is_still_flushed_at_exit_after_others_were_collected(
     collector: SegmentCollector,
 ) -> None:
@@ -336,6 +345,7 @@ def test_concurrent_repeats_and_evictions_stay_consistent(gil: bool, monkeypatch
         provider.shutdown(5)
 
 
+@pytest.mark.slow
 def test_shutdown_after_a_drained_flush_does_not_wait_out_segments_upload_interval(
     collector: SegmentCollector,
 ) -> None:
@@ -355,6 +365,7 @@ def test_shutdown_after_a_drained_flush_does_not_wait_out_segments_upload_interv
     assert provider.stats()["delivered"] == 1 and provider.stats()["dropped_total"] == 0
 
 
+@pytest.mark.slow
 def test_shutdown_with_exposures_still_queued_waits_for_the_consumer_within_the_deadline(
     collector: SegmentCollector,
 ) -> None:

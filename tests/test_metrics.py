@@ -24,9 +24,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.delivery.destination import AmplitudeExposureDestination
-from segment_exposure.metrics import register, register_from_setting, unregister
+from segment_exposure import (
+    DROP_REASONS,
+    AmplitudeEmulator,
+    AmplitudeExposureDestination,
+    Exposure,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    create_app,
+    lambda_handler,
+    register,
+)
+from segment_exposure.metrics import register_from_setting, unregister
 from segment_exposure.metrics.emf import emf_document, emit
 from segment_exposure.metrics.webhook import (
     EVENT_OUTCOMES,
@@ -35,9 +44,7 @@ from segment_exposure.metrics.webhook import (
     MetricsMiddleware,
     PrometheusRecorder,
 )
-from segment_exposure.server import create_app, lambda_handler, reset_cache, sign
-from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
-from segment_exposure.tracking.stats import DROP_REASONS
+from segment_exposure.server import reset_cache, sign
 
 from . import test_django_integration  # noqa: F401  (configures Django, as for its own tests)
 from .amplitude_cases import FAST, segment_event
@@ -160,6 +167,7 @@ def test_a_shut_down_provider_can_be_replaced_under_its_name(
     )
 
 
+@pytest.mark.slow
 def test_the_flask_setting_registers_the_provider(collector: SegmentCollector) -> None:
     from flask import Flask
     from prometheus_client import REGISTRY
@@ -185,6 +193,7 @@ def test_the_flask_setting_registers_the_provider(collector: SegmentCollector) -
         ext.provider.shutdown(5)
 
 
+@pytest.mark.slow
 def test_the_django_setting_registers_the_provider(collector: SegmentCollector, settings: Any) -> None:
     from prometheus_client import REGISTRY
 
@@ -205,6 +214,7 @@ def test_the_django_setting_registers_the_provider(collector: SegmentCollector, 
         assert unregister(provider)
 
 
+@pytest.mark.slow
 def test_the_asgi_option_registers_the_provider(collector: SegmentCollector) -> None:
     from prometheus_client import REGISTRY
     from starlette.applications import Starlette
@@ -347,6 +357,7 @@ def function_url_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_the_lambda_logs_one_emf_line_per_invocation(
     emf_lambda: None,
     amplitude: AmplitudeEmulator,
@@ -413,6 +424,7 @@ def test_emit_writes_and_resets() -> None:
 # -- serve's flags -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_metrics_bind_to_loopback_and_their_directory_is_removed(amplitude: AmplitudeEmulator) -> None:
     server = ServeProcess(
         {"AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_ENDPOINT": amplitude.http_api_url, "METRICS_PORT": "0"}
@@ -431,6 +443,7 @@ def test_serve_metrics_bind_to_loopback_and_their_directory_is_removed(amplitude
     assert not directory.exists()
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_bad_metrics_port() -> None:
     env = {**os.environ, "AMPLITUDE_API_KEY": API_KEY, "METRICS_PORT": "eighty"}
     done = subprocess.run(

@@ -16,10 +16,11 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from segment_exposure import SegmentExposureTrackingProvider
-from segment_exposure.metrics import register
+from segment_exposure import InMemorySegmentClient, SegmentExposureTrackingProvider, register
 from segment_exposure.metrics.webhook import PrometheusRecorder
-from segment_exposure.testing.capture import InMemorySegmentClient
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 MONITORING = Path(__file__).resolve().parent.parent / "examples" / "monitoring"
 METRIC_NAME = re.compile(r"\bsegment_exposure_[a-z_]*[a-z]\b")

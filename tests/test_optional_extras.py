@@ -37,6 +37,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("module", "statements", "extra"), CASES, ids=[c[0] for c in CASES])
 def test_a_missing_package_names_its_extra(module: str, statements: list[str], extra: str) -> None:
     body = "".join(f"    {line}\n" for line in statements)

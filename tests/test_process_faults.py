@@ -26,11 +26,14 @@ from typing import Any
 import pytest
 import requests
 
+from segment_exposure import AmplitudeEmulator, SegmentCollector
 from segment_exposure.server import sign
-from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
 
 from .conftest import WRITE_KEY, wait_until
 from .hardening_support import ServeProcess, segment_event
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 API_KEY = "amp-faults-key-7e6d5c4b3a"
 SECRET = "faults-secret-2b3c4d5e6f"

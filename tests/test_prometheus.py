@@ -26,14 +26,16 @@ import pytest
 import requests
 import yaml
 
+from segment_exposure import DROP_REASONS, AmplitudeEmulator, SegmentCollector
 from segment_exposure.metrics.webhook import EVENT_OUTCOMES
-from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
-from segment_exposure.tracking.stats import DROP_REASONS
 
 from .amplitude_cases import segment_event
 from .conftest import WRITE_KEY, wait_until
 from .serve_process import ServeProcess
 from .test_monitoring import MONITORING, require
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "amp-prometheus-key-4f3e2d1c0b"

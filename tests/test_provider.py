@@ -14,8 +14,14 @@ import pytest
 from amplitude_experiment import User
 from segment.analytics import Client
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider, bind_user
-from segment_exposure.testing import InMemorySegmentClient, SegmentCollector, capture_exposures
+from segment_exposure import (
+    Exposure,
+    InMemorySegmentClient,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    bind_user,
+    capture_exposures,
+)
 from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX
 from segment_exposure.tracking.segment_check import check_internals
 
@@ -163,6 +169,7 @@ class _Exploding:
         raise RuntimeError("boom")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("exposure", "user", "reason"),
     [
@@ -268,6 +275,7 @@ def test_raising_on_error_of_a_wrapped_client_cannot_kill_the_consumer(collector
         client.shutdown()
 
 
+@pytest.mark.slow
 def test_outage_track_stays_fast_and_everything_is_delivered_after_recovery(
     collector: SegmentCollector, make_provider: Any
 ) -> None:
@@ -303,6 +311,7 @@ def test_outage_with_overflow_counts_exactly_what_was_dropped(
     assert len(collector.events()) == accepted == provider.stats()["delivered"]
 
 
+@pytest.mark.slow
 def test_shutdown_is_bounded_and_counts_what_it_leaves(
     collector: SegmentCollector, make_provider: Any
 ) -> None:
@@ -320,6 +329,7 @@ def test_shutdown_is_bounded_and_counts_what_it_leaves(
     assert provider.stats()["dropped"]["shutdown"] == stats["dropped"]["shutdown"] + 1
 
 
+@pytest.mark.slow
 def test_many_threads_nothing_lost_nothing_duplicated(
     collector: SegmentCollector, make_provider: Any
 ) -> None:

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from segment_exposure import SegmentExposureTrackingProvider
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector, SegmentExposureTrackingProvider
 from segment_exposure.tracking.segment_check import FORCE_PUBLIC_API_ENV
 
 from .conftest import WRITE_KEY
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 
 def run_python(

@@ -16,15 +16,13 @@ import pytest
 from amplitude_experiment.exposure import ExposureConfig
 from amplitude_experiment.local.evaluate_options import EvaluateOptions
 
-from segment_exposure.emulators.flag_server import FlagConfigServer
+from segment_exposure import AmplitudeEmulator, FlagConfigServer, SegmentCollector, route_sdk_exposures
 from segment_exposure.experiment import (
     TESTED_SDK_VERSIONS,
     SegmentExposureService,
     UntestedSDKVersionError,
     check_tested_sdk_version,
-    route_sdk_exposures,
 )
-from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
 
 from .experiment_fixtures import ALICE, BOB, ERIN, EXPERIMENT_KEY, by_user, checkout_flag
 

@@ -11,14 +11,9 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.experiment import (
-    TESTED_SDK_VERSIONS,
-    ExposureTrackingClient,
-    UntestedSDKVersionError,
-    route_sdk_exposures,
-)
+from segment_exposure import ExposureTrackingClient, SegmentCollector, route_sdk_exposures
+from segment_exposure.experiment import TESTED_SDK_VERSIONS, UntestedSDKVersionError
 from segment_exposure.experiment._sdk import sdk_version
-from segment_exposure.testing import SegmentCollector
 
 from .experiment_fixtures import ALICE
 

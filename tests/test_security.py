@@ -34,24 +34,23 @@ from typing import Any
 import pytest
 import requests
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.delivery._http import RequestsPoster
-from segment_exposure.delivery.amplitude import LIMITS, AmplitudeClient
-from segment_exposure.delivery.destination import AmplitudeExposureDestination
-from segment_exposure.delivery.encoding import BodyEncoder
-from segment_exposure.delivery.errors import RetryError
-from segment_exposure.delivery.send_link import Backoff, SendLink, SendSettings
-from segment_exposure.delivery.transport import Redactor, Transport
-from segment_exposure.server import (
-    ConfigError,
-    ServerSettings,
-    WebhookHandler,
+from segment_exposure import (
+    AmplitudeClient,
+    AmplitudeEmulator,
+    AmplitudeExposureDestination,
+    Exposure,
+    RetryError,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
     create_app,
     lambda_handler,
-    reset_cache,
-    sign,
 )
-from segment_exposure.testing import AmplitudeEmulator, SegmentCollector
+from segment_exposure.delivery._http import RequestsPoster
+from segment_exposure.delivery.amplitude import LIMITS
+from segment_exposure.delivery.encoding import BodyEncoder
+from segment_exposure.delivery.send_link import Backoff, SendLink, SendSettings
+from segment_exposure.delivery.transport import Redactor, Transport
+from segment_exposure.server import ConfigError, ServerSettings, WebhookHandler, reset_cache, sign
 
 from .hardening_lock import closure
 from .hardening_support import LogCapture, ServeProcess, call_wsgi, segment_event
@@ -122,6 +121,7 @@ def signed(body: bytes) -> dict[str, str]:
 # -- 1. secrets stay secret -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_secret_in_any_log_record_at_debug(
     amplitude: AmplitudeEmulator, echoing_amplitude: AmplitudeEmulator, lambda_env: Callable[..., None]
 ) -> None:
@@ -244,6 +244,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_no_secret_in_gunicorn_output_at_debug(echoing_amplitude: AmplitudeEmulator) -> None:
     env = {
         "AMPLITUDE_API_KEY": API_KEY,
@@ -373,6 +374,7 @@ def test_no_secret_in_what_a_send_is_handed() -> None:
         assert_no_secret(text, f"{text[:60]!r}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("argv", "env"),
     [
@@ -646,6 +648,7 @@ def test_requirements_lock_pins_every_runtime_dependency() -> None:
         assert name in pins
 
 
+@pytest.mark.slow
 def test_pip_audit_finds_no_known_vulnerability(tmp_path: Path) -> None:
     if importlib.util.find_spec("pip_audit") is None:
         pytest.skip("pip-audit is not installed (pip install pip-audit)")

@@ -84,6 +84,7 @@ def _flush_helpers() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "segment-exposure-flush"}
 
 
+@pytest.mark.slow
 def test_without_queue_conditions_flushes_in_an_outage_share_one_helper_thread(
     fresh_check: None, monkeypatch: pytest.MonkeyPatch, make_provider: Any, collector: Any
 ) -> None:
@@ -103,6 +104,7 @@ def test_without_queue_conditions_flushes_in_an_outage_share_one_helper_thread(
     assert wait_until(lambda: not _flush_helpers() - before)
 
 
+@pytest.mark.slow
 def test_without_queue_conditions_concurrent_flushes_each_see_their_own_exposures_delivered(
     fresh_check: None, monkeypatch: pytest.MonkeyPatch, make_provider: Any, collector: Any
 ) -> None:

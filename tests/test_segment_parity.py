@@ -30,10 +30,13 @@ from typing import Any
 import pytest
 from dateutil.parser import isoparse
 
-from segment_exposure.delivery.errors import PermanentError
-from segment_exposure.delivery.translate import EXPERIMENT_PROPERTY_PREFIX, to_amplitude_event
+from segment_exposure import PermanentError, to_amplitude_event
+from segment_exposure.delivery.translate import EXPERIMENT_PROPERTY_PREFIX
 
 from .segment_oracle import require_oracle, run_oracle
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTOR_DIR = ROOT / "tests" / "vectors" / "translate"

@@ -27,9 +27,12 @@ from benchmarks.hostile import (
     stalled_body,
     timed_batches,
 )
+from segment_exposure import AmplitudeEmulator
 from segment_exposure.cli.serve import KEEPALIVE
 from segment_exposure.server import ConfigError, ServerSettings
-from segment_exposure.testing import AmplitudeEmulator
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 BODY_TIMEOUT = 3.0
 #: Seconds of scheduling noise allowed on top of a documented timeout (2 shared cores).

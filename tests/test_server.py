@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 import requests
 
-from segment_exposure import cli
+from segment_exposure import AmplitudeEmulator, cli
 from segment_exposure.server import DEFAULT_MAX_BODY_BYTES, sign
-from segment_exposure.testing import AmplitudeEmulator
 
 from .amplitude_cases import segment_event as sample_event
 from .serve_process import ServeProcess
@@ -93,6 +92,7 @@ def ingested_ids(amplitude: AmplitudeEmulator) -> list[str]:
 # -- routes and signatures --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_healthz_and_routes(server: ServeProcess) -> None:
     health = requests.get(server.url + "/healthz", timeout=5)
     assert health.status_code == 200
@@ -196,6 +196,7 @@ def test_batch_with_rejections_is_acknowledged_with_the_reasons(
     assert ingested_ids(amplitude) == expected
 
 
+@pytest.mark.slow
 def test_a_4000_event_batch_fits_the_default_cap(server: ServeProcess, amplitude: AmplitudeEmulator) -> None:
     events = [segment_event(i, "big", traits={"plan": "pro", "company": "Example Inc."}) for i in range(4000)]
     body = json.dumps(events).encode()
@@ -288,6 +289,7 @@ def test_chunked_body_over_the_cap_gets_413(server: ServeProcess, amplitude: Amp
 # -- Amplitude's failures: Segment retries, nothing is lost or doubled ------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["503", "500_after_ingest", "reset_after_ingest"])
 def test_amplitude_down_then_recovery_ingests_every_event_exactly_once(
     server: ServeProcess, amplitude: AmplitudeEmulator, fault: str
@@ -311,6 +313,7 @@ def test_amplitude_down_then_recovery_ingests_every_event_exactly_once(
         assert amplitude.duplicates_dropped >= 49, "the resends were deduplicated by insert_id"
 
 
+@pytest.mark.slow
 def test_slow_amplitude_hits_the_deadline_and_asks_for_a_retry(
     server: ServeProcess, amplitude: AmplitudeEmulator
 ) -> None:
@@ -352,6 +355,7 @@ def test_logs_go_to_stdout_and_never_show_the_secrets(server: ServeProcess) -> N
 # -- an unsigned server with the wrong API key ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_without_a_secret_requests_are_accepted_and_a_wrong_key_is_retried(
     amplitude: AmplitudeEmulator,
 ) -> None:
@@ -377,6 +381,7 @@ def test_without_a_secret_requests_are_accepted_and_a_wrong_key_is_retried(
 # -- the command line ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_without_an_api_key_is_one_line_and_exit_2() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMPLITUDE_", "SEGMENT_"))}
     done = subprocess.run(
@@ -444,6 +449,7 @@ def test_serve_worker_freezes_what_it_holds_once_the_app_is_loaded() -> None:
         app.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [2, 3, 64])
 @pytest.mark.parametrize("inner", ["dict", "list"])
 def test_depth_limit_is_exact_wherever_in_a_batch_the_deep_event_is(limit: int, inner: str) -> None:

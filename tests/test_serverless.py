@@ -17,13 +17,10 @@ from typing import Any
 import pytest
 from segment.analytics import Client
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.testing import SegmentCollector
-from segment_exposure.tracking import segment_check
-from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX
-from segment_exposure.tracking.segment_check import FORCE_PUBLIC_API_ENV
-from segment_exposure.tracking.serverless import (
-    detect_platform,
+from segment_exposure import (
+    Exposure,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
     flush_after,
     flush_each_request,
     flush_request,
@@ -31,6 +28,10 @@ from segment_exposure.tracking.serverless import (
     invocation_timeout,
     lambda_context,
 )
+from segment_exposure.tracking import segment_check
+from segment_exposure.tracking.message_id import MESSAGE_ID_PREFIX
+from segment_exposure.tracking.segment_check import FORCE_PUBLIC_API_ENV
+from segment_exposure.tracking.serverless import detect_platform
 
 from .conftest import WRITE_KEY, wait_until
 from .serverless_runtime import LambdaContext
@@ -123,6 +124,7 @@ def test_repeats_send_nothing(provider: SegmentExposureTrackingProvider, collect
     assert provider.stats()["deduplicated"] == 2
 
 
+@pytest.mark.slow
 def test_the_deadline_comes_from_the_context_and_misses_are_counted(
     provider: SegmentExposureTrackingProvider, collector: SegmentCollector
 ) -> None:
@@ -225,6 +227,7 @@ def test_an_invocation_too_big_for_one_request_is_split_at_segments_limits(
         provider.shutdown(5)
 
 
+@pytest.mark.slow
 def test_async_handlers_are_flushed_off_the_event_loop(
     provider: SegmentExposureTrackingProvider, collector: SegmentCollector
 ) -> None:
@@ -315,6 +318,7 @@ def public_api_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     segment_check._checked.cache_clear()
 
 
+@pytest.mark.slow
 def test_without_segments_internals_each_invocation_is_still_posted_at_once_and_counted(
     public_api_only: None, collector: SegmentCollector
 ) -> None:
@@ -363,6 +367,7 @@ def segment_client_idle(provider: SegmentExposureTrackingProvider) -> bool:
     return bool(provider.analytics.queue.unfinished_tasks == 0 and provider.ledger.on_client_queue == 0)
 
 
+@pytest.mark.slow
 def test_without_segments_internals_queued_and_per_invocation_exposures_are_each_counted_once(
     public_api_only: None, make_provider: Callable[..., SegmentExposureTrackingProvider], collector: Any
 ) -> None:
@@ -422,6 +427,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_a_provider_on_a_platform_without_the_flush_warns_once(
     collector: SegmentCollector, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -439,6 +445,7 @@ def test_a_provider_on_a_platform_without_the_flush_warns_once(
         provider.shutdown(5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("set_up", ["flush_after", "flush_each_request", "turned_off"])
 def test_no_warning_once_a_flush_is_set_up_or_turned_off(
     collector: SegmentCollector,

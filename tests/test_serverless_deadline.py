@@ -19,13 +19,21 @@ import pytest
 import requests
 import urllib3
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import (
+    Exposure,
+    SegmentCollector,
+    SegmentExposureTrackingProvider,
+    flush_after,
+    flush_each_request,
+    flush_request,
+)
 from segment_exposure.tracking.hard_deadline import hard_deadline
-from segment_exposure.tracking.serverless import flush_after, flush_each_request, flush_request
 
 from .conftest import WRITE_KEY, reused_collector, wait_until
 from .serverless_runtime import LambdaContext
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 EXPOSURE = Exposure("checkout", "treatment", "exp-1")
 #: What the README promises past the deadline: the timer's wake-up, the cut, counting and logging.

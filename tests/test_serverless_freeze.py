@@ -20,9 +20,12 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector
 
 from .conftest import WRITE_KEY
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Exposures per invocation: one invocation tracks nothing (and must send nothing).

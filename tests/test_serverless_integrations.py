@@ -16,8 +16,7 @@ import requests
 from django.conf import settings as django_conf  # type: ignore[import-untyped]
 from flask import Flask
 
-from segment_exposure import Exposure
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import Exposure, SegmentCollector
 
 from . import django_settings
 from .conftest import WRITE_KEY, reused_collector
@@ -32,8 +31,8 @@ if not django_conf.configured:  # as tests/test_django_integration.py does, whic
 from django.core import checks  # type: ignore[import-untyped]
 from django.test import AsyncClient, Client  # type: ignore[import-untyped]
 
+from segment_exposure import SegmentExposure
 from segment_exposure.integrations.django import get_provider
-from segment_exposure.integrations.flask import SegmentExposure
 
 PLATFORM_VARIABLES = ("AWS_LAMBDA_FUNCTION_NAME", "FUNCTION_TARGET", "FUNCTION_NAME", "K_SERVICE")
 SLOW_CONSUMER = {"upload_interval": 30.0}
@@ -228,6 +227,7 @@ def test_asgi_flush_each_request_delivers_before_the_response(collector: Segment
         assert collector.requests == requests_before
 
 
+@pytest.mark.slow
 def test_asgi_flush_each_request_defaults_to_the_platform(
     collector: SegmentCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:

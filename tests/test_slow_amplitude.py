@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.delivery.destination import DEFAULT_DEADLINE, AmplitudeExposureDestination
-from segment_exposure.server import DEFAULT_MAX_BODY_BYTES, lambda_handler, reset_cache, sign
+from segment_exposure import AmplitudeEmulator, AmplitudeExposureDestination, lambda_handler
+from segment_exposure.delivery.destination import DEFAULT_DEADLINE
+from segment_exposure.server import DEFAULT_MAX_BODY_BYTES, reset_cache, sign
 from segment_exposure.server.webhook import WebhookHandler, WebhookResponse
-from segment_exposure.testing import AmplitudeEmulator
 
 from .amplitude_cases import assert_ingested_once, segment_event
+
+#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
+pytestmark = pytest.mark.slow
 
 API_KEY = "amp-slow-key-7c1d2e3f4a"
 SECRET = "slow-secret-0a9b8c7d6e"

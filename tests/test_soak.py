@@ -34,9 +34,7 @@ from typing import Any
 
 import pytest
 
-from segment_exposure.emulators.amplitude_emulator import AmplitudeEmulator
-from segment_exposure.emulators.pipeline import LocalPipeline
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import AmplitudeEmulator, LocalPipeline, SegmentCollector
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "25"))
 FAULT_PERIOD = int(os.environ.get("SOAK_FAULT_PERIOD", "3"))  # one request in this many is faulted
@@ -250,4 +248,5 @@ def test_soak_under_recurring_faults_reconciles_and_memory_stays_flat(
     assert rss_end - rss_mid < MAX_RSS_GROWTH, figures
 
 
-pytestmark = pytest.mark.timeout(max(300, int(SOAK_SECONDS * 3 + 120)))
+# Starts processes: outside the fast inner loop.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(max(300, int(SOAK_SECONDS * 3 + 120)))]

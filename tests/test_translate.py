@@ -12,14 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segment_exposure import to_amplitude_event
 from segment_exposure.delivery import errors
-from segment_exposure.delivery.translate import (
-    INVALID_IDS,
-    id_problem,
-    parse_time_ms,
-    to_amplitude_event,
-    validate_id,
-)
+from segment_exposure.delivery.translate import INVALID_IDS, id_problem, parse_time_ms, validate_id
 
 VECTOR_DIR = Path(__file__).parent / "vectors" / "translate"
 ERROR_CLASSES = {
@@ -54,6 +49,7 @@ def test_vectors_are_well_formed() -> None:
     assert kinds == {"ok", *ERROR_CLASSES}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "vector"), VECTORS, ids=[name for name, _ in VECTORS])
 def test_vector(name: str, vector: dict[str, Any]) -> None:
     event = vector["input"]
@@ -144,6 +140,7 @@ aware_times = st.datetimes(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     moment=aware_times,
@@ -175,6 +172,7 @@ def test_parse_time_ms_matches_datetime(
     assert parse_time_ms(text) == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=40))
 def test_parse_time_ms_never_crashes_on_garbage(text: str) -> None:

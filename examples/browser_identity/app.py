@@ -24,10 +24,14 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 
-from segment_exposure import Exposure, bound_user
-from segment_exposure.identity import from_cookies, identity_from_user
-from segment_exposure.integrations.flask import SegmentExposure
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import (
+    Exposure,
+    SegmentCollector,
+    SegmentExposure,
+    bound_user,
+    from_cookies,
+    identity_from_user,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -24,12 +24,17 @@ from typing import Any
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig
 from fastapi import FastAPI
 
-from segment_exposure import SegmentExposureTrackingProvider, bound_user
-from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.identity import identity_from_user
-from segment_exposure.integrations.asgi import SegmentExposureMiddleware
+from segment_exposure import (
+    ExposureTrackingClient,
+    FlagConfigServer,
+    SegmentCollector,
+    SegmentExposureMiddleware,
+    SegmentExposureTrackingProvider,
+    bound_user,
+    demo_flags,
+    identity_from_user,
+)
 from segment_exposure.integrations.fastapi import ExperimentClient
-from segment_exposure.testing import FlagConfigServer, SegmentCollector, demo_flags
 
 FLAG = "checkout-flow"
 LOCAL_WRITE_KEY = "local-write-key"

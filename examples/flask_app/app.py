@@ -22,11 +22,15 @@ from typing import Any
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig
 from flask import Flask, current_app, g, jsonify, session
 
-from segment_exposure import bound_user
-from segment_exposure.experiment import ExposureTrackingClient
-from segment_exposure.identity import identity_from_user
-from segment_exposure.integrations.flask import SegmentExposure
-from segment_exposure.testing import FlagConfigServer, SegmentCollector, demo_flags
+from segment_exposure import (
+    ExposureTrackingClient,
+    FlagConfigServer,
+    SegmentCollector,
+    SegmentExposure,
+    bound_user,
+    demo_flags,
+    identity_from_user,
+)
 
 FLAG = "checkout-flow"
 LOCAL_WRITE_KEY = "local-write-key"

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector
 
 HERE = Path(__file__).resolve().parent
 DEMO_WRITE_KEY = "demo-write-key"

@@ -7,6 +7,6 @@ that a deployment package has an obvious file to name, and a place for your own 
 
 from __future__ import annotations
 
-from segment_exposure.server import lambda_handler
+from segment_exposure import lambda_handler
 
 __all__ = ["lambda_handler"]

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from handler import lambda_handler
 
+from segment_exposure import AmplitudeEmulator
 from segment_exposure.server import sign
-from segment_exposure.testing import AmplitudeEmulator
 
 LOCAL_KEY = "local-amplitude-key"
 LOCAL_SECRET = "local-shared-secret"

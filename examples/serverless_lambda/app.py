@@ -11,8 +11,7 @@ import os
 from fastapi import FastAPI
 from mangum import Mangum
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.tracking.serverless import flush_after
+from segment_exposure import Exposure, SegmentExposureTrackingProvider, flush_after
 
 provider = SegmentExposureTrackingProvider(
     os.environ["SEGMENT_WRITE_KEY"], host=os.environ.get("SEGMENT_HOST")

@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-from segment_exposure.tracking.serverless import flush_after
+from segment_exposure import Exposure, SegmentExposureTrackingProvider, flush_after
 
 # Built once per execution environment (at cold start) and reused by every invocation it serves.
 provider = SegmentExposureTrackingProvider(

@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector
 
 LOCAL_KEY = "local-write-key"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segment_exposure.testing import SegmentCollector
+from segment_exposure import SegmentCollector
 
 WRITE_KEY = "local-write-key"
 

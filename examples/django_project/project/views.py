@@ -7,8 +7,7 @@ import os
 
 from django.http import HttpRequest, JsonResponse
 
-from segment_exposure import Exposure, bound_user
-from segment_exposure.identity import identity_from_user
+from segment_exposure import Exposure, bound_user, identity_from_user
 from segment_exposure.integrations.django import get_provider
 
 FLAG = "checkout-flow"
