@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from segment_exposure.cli.errors import UserError
 
-__all__ = ["UserError", "build_parser", "main"]
+__all__ = ["COMMANDS", "UserError", "build_parser", "main"]
 
 
 EPILOGS = {
@@ -263,6 +263,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     return run_serve(args, os.environ)
 
 
+#: Each command of ``build_parser()``, by name, and what runs it.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _run_demo,
     "serve": _run_serve,
