@@ -42,7 +42,10 @@ SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
         'SEGMENT_EXPOSURE_WRITE_KEY="YOUR_SEGMENT_WRITE_KEY"',
         'SEGMENT_EXPOSURE_WRITE_KEY="YOUR_SEGMENT_WRITE_KEY", SEGMENT_EXPOSURE_HOST="{segment}"',
     ),
-    ('api_key="YOUR_AMPLITUDE_API_KEY", region="EU"', 'api_key="YOUR_AMPLITUDE_API_KEY", endpoint="{amplitude}"'),
+    (
+        'api_key="YOUR_AMPLITUDE_API_KEY", region="EU"',
+        'api_key="YOUR_AMPLITUDE_API_KEY", endpoint="{amplitude}"',
+    ),
     ("LocalEvaluationConfig()", 'LocalEvaluationConfig(server_url="{flags}")'),
     ("RemoteEvaluationConfig(", 'RemoteEvaluationConfig(server_url="{flags}", '),
     ('"server-DEPLOYMENT_KEY"', '"{deployment_key}"'),

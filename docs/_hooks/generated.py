@@ -174,7 +174,7 @@ INTEGRATION_OPTIONS = {
     "SEND_USER_AGENT": "Send the request's `User-Agent` as `context.userAgent`.",
     "SEND_IP": "Send the client address as `context.ip`.",
     "SEND_LOCALE": "Send the preferred `Accept-Language` tag as `context.locale`.",
-    "FLUSH_EACH_REQUEST": "Deliver each request's exposures before its response (on by default on serverless).",
+    "FLUSH_EACH_REQUEST": "Deliver each request's exposures before its response (default: on in serverless).",
 }
 
 ASGI_ONLY = {
@@ -264,7 +264,9 @@ DROP_REASONS = {
         "Not delivered within the deadline of a per-invocation or per-request flush; it may still have "
         "reached Segment (see [Serverless](serverless.md))."
     ),
-    "threads_disabled": "The server runs Python without threads (uWSGI before 2.0.27 without `--enable-threads`).",
+    "threads_disabled": (
+        "The server runs Python without threads (uWSGI before 2.0.27 without `--enable-threads`)."
+    ),
     "error": "An unexpected exception, logged with its traceback.",
 }
 
@@ -276,7 +278,7 @@ def drop_reasons() -> str:
     return _table(["reason", "when"], [[_code(r), DROP_REASONS[r]] for r in reasons])
 
 
-# -- the differences on purpose -------------------------------------------------------------------------------
+# -- the differences on purpose ---------------------------------------------------------------------------
 
 
 def _deviations() -> dict[str, Any]:
@@ -317,7 +319,8 @@ def expand(markdown: str) -> str:
     def replace(match: re.Match[str]) -> str:
         generator = GENERATORS.get(match.group(1))
         if generator is None:
-            raise DocsGenerationError(f"unknown generated block {match.group(1)!r}; known: {sorted(GENERATORS)}")
+            known = sorted(GENERATORS)
+            raise DocsGenerationError(f"unknown generated block {match.group(1)!r}; known: {known}")
         return generator()
 
     return MARKER.sub(replace, markdown)
