@@ -7,8 +7,9 @@ runs, any connection to a host other than this machine is recorded and fails the
 block made must then deliver everything it tracked, and is shut down.
 
 A Python block that is not meant to run (a settings fragment, a test that needs a fixture) says so on its
-fence, with a reason: ```` ```python test="skip" reason="..." ````; it must still compile. Every other fence
-names its language, so no Python hides in an unlabelled block.
+fence, with a reason, in the attribute form both pytest-examples and the site's Markdown understand:
+```` ```{.python test="skip" reason="..."} ````; it must still compile. Every other fence names its language,
+so no Python hides in an unlabelled block.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def test_every_fence_names_its_language(page: Path) -> None:
     opening = True
     for match in FENCE.finditer(page.read_text("utf-8")):
         if opening:
-            language = match.group(1).split(" ", 1)[0].strip()
+            language = match.group(1).split(" ", 1)[0].strip().removeprefix("{.").removesuffix("}")
             assert language in LANGUAGES, f"{page}: a fence without a known language: {match.group(0)!r}"
         opening = not opening
 
@@ -227,5 +228,7 @@ def test_the_site_builds_strict_and_documents_every_public_name(tmp_path: Path) 
         names = importlib.import_module(module).__all__
         missing = [n for n in names if f"{module}.{n}" not in documented]
         assert not missing, f"{module}: not in the API reference: {missing}"
+    for page in site.rglob("*.html"):
+        assert "```" not in page.read_text("utf-8"), f"{page}: a fence the Markdown did not take as code"
     changelog = (site / "changelog" / "index.html").read_text("utf-8")
     assert "Keep a Changelog" in changelog, "the changelog page includes CHANGELOG.md"
