@@ -4,12 +4,12 @@ Shared by the provider's statistics and the identity module's count of ignored c
 
 ``Counter()`` builds one of two implementations, chosen once at import:
 
-- :class:`CountCounter` when the GIL is on (every CPython but a free-threaded build running with it off):
+- `CountCounter` when the GIL is on (every CPython but a free-threaded build running with it off):
   ``next()`` on an ``itertools.count`` is one C call, atomic under the GIL and several times cheaper
   than a lock or a per-thread cell. It is read by parsing ``repr()``, ``"count(N)"``, which does not
   advance it: ``count.__reduce__`` (the only other read) is deprecated since 3.12 and gone in 3.14,
   while the repr has kept its form since 2.x and is checked here at import.
-- :class:`CellCounter` when the GIL is off (``sys._is_gil_enabled()`` false, Python 3.13t and later),
+- `CellCounter` when the GIL is off (``sys._is_gil_enabled()`` false, Python 3.13t and later),
   where ``count.__next__`` is not atomic: each thread adds to its own cell, so no increment is lost and
   no lock is taken on the hot path; a read sums the cells under a lock.
 

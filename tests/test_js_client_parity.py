@@ -7,20 +7,20 @@ returned (key and value), which exposures each decided to track (before dedupe) 
 (after dedupe: the JS client's ``exposureTrackingProvider`` calls; the real provider's non-repeats,
 which must also be exactly what reaches the local Segment collector). A call may differ only where it
 names one of the ``DEVIATIONS`` below, and then it must differ, in exactly the way the scenario says.
-The README's "Deliberate deviations" table lists the same names.
+The docs' "Differences" page renders the same table (``segment_exposure/data/deviations.json``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -48,36 +48,13 @@ HARNESS = HARNESS_DIR / "harness.mjs"
 JS_CLIENT = HARNESS_DIR / "node_modules" / "@amplitude" / "experiment-js-client" / "package.json"
 NODE = shutil.which("node")
 
-# The one table of deliberate deviations from the JS client: name -> why. README lists the same names.
-DEVIATIONS: dict[str, str] = {
-    "unset-keeps-experiment-key": (
-        "A default variant replaced by a fallback is tracked as the same unset as without one, with the "
-        "served flag's experiment_key (the JS client takes the fallback's, usually none), so passing a "
-        "fallback or not never makes a second exposure for the same state."
-    ),
-    "served-metadata-wins": (
-        "Only the served variant's metadata decides: trackExposure: false on the served flag suppresses "
-        "the unset even when a fallback is returned, and a fallback's own metadata is ignored (the JS "
-        "client reads the fallback's metadata). The flag's owner controls tracking, not the call site."
-    ),
-    "mutual-exclusion-untracked": (
-        "A mutual-exclusion-group variant is not tracked (the JS client tracks it): a $exposure always "
-        "sets [Experiment] <flag>, and Amplitude's Python SDK never sets that property for these groups."
-    ),
-    "json-value-as-text": (
-        "amplitude-experiment's RemoteEvaluationClient returns a JSON variant value as compact JSON text "
-        "(the JS client keeps the object), so a keyless JSON variant is tracked as that text, which "
-        "Amplitude can hold as a user property value."
-    ),
-    "dedupe-per-identity": (
-        "Server-side dedupe remembers each identity (user_id, device_id) for its window; the JS client "
-        "serves one user at a time and forgets everything when the user changes, so it re-sends a "
-        "returning user's unchanged exposure."
-    ),
-    "dedupe-includes-experiment-key": (
-        "A new experiment_key (a new run of the flag) with the same variant is sent again: the new run "
-        "needs its own exposure. The JS client dedupes per flag and variant only."
-    ),
+# The one table of deliberate deviations from the JS client: name -> (what we do, why). The docs'
+# "Differences" page is generated from the same file.
+DEVIATIONS: dict[str, tuple[str, str]] = {
+    row["name"]: (row["ours"], row["why"])
+    for row in json.loads(
+        resources.files("segment_exposure").joinpath("data/deviations.json").read_text("utf-8")
+    )["js_client"]
 }
 
 ALICE = {"user_id": "alice-0001", "device_id": "device-alice-1"}
@@ -486,10 +463,8 @@ def js_client() -> Iterator[JSClient]:
     client.close()
 
 
-def test_deviation_table_is_the_readme_table() -> None:
-    readme = (ROOT / "README.md").read_text("utf-8")
-    section = readme.split("### Deliberate deviations", 1)[1].split("\n#", 1)[0]
-    assert re.findall(r"^\| `([a-z-]+)` \|", section, re.MULTILINE) == list(DEVIATIONS)
+def test_every_deviation_is_shown_by_a_scenario() -> None:
+    assert DEVIATIONS and all(ours and why for ours, why in DEVIATIONS.values())
     used = {
         step.deviation for s in SCENARIOS for step in s.steps if isinstance(step, Call) and step.deviation
     }

@@ -4,9 +4,9 @@ Every golden vector (``tests/vectors/translate``) and every event of the corpus
 (``tests/fixtures/segment_corpus.json``: web, iOS, Android and server events, 60+ real user agents, odd but
 real inputs) goes through Segment's destination (``tests/js/segment-actions/oracle.mjs``: the "Track Calls"
 preset run by actions-core, its HTTP call intercepted) and through ``to_amplitude_event``; the two Amplitude
-events must agree field by field. The only differences allowed are the rows of :data:`DEVIATIONS`, the
-same table as the README's "Differences from Segment's Amplitude destination". The JavaScript Segment
-Function is held to the same reference.
+events must agree field by field. The only differences allowed are the rows of ``DEVIATIONS``, read
+from ``segment_exposure/data/deviations.json`` (the docs' "Differences" page renders the same file). The
+JavaScript Segment Function is held to the same reference.
 
 Run with ``-s`` to see the counts (events compared, fields differing before the table is applied, by field).
 """
@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -270,88 +271,22 @@ def _refuses(*fragments: str, kind: str = "") -> Refusal:
     return match
 
 
-#: Every deliberate difference from Segment's Amplitude (Actions) destination ("Track Calls" preset).
-#: The README's "Differences from Segment's Amplitude destination" is the same table.
-DEVIATIONS: tuple[Deviation, ...] = (
-    Deviation(
-        "insert_id",
-        "insert_id = messageId: Segment sends none, so each of its retries can count an exposure twice",
-        fields=("insert_id",),
-        adjust=_insert_id,
-    ),
-    Deviation(
-        "null userId left out",
-        "Segment sends user_id: null for a null userId; we leave the field out, which Amplitude reads "
-        "the same",
-        fields=("user_id",),
-        adjust=_null_user_id,
-    ),
-    Deviation(
-        "no use_batch_endpoint",
-        "Segment leaks its mapping switch use_batch_endpoint into the event; it is not an Amplitude field",
-        fields=("use_batch_endpoint",),
-        adjust=_no_batch_flag,
-    ),
-    Deviation(
-        "traits' own $set/$setOnce merged",
-        "Segment replaces a $set/$setOnce in traits with its utm/referrer object, losing the sender's "
-        "values; we merge them (the campaign's values win on a clash, as Segment's would)",
-        fields=("user_properties",),
-        adjust=_merge_traits_operations,
-    ),
-    Deviation(
-        "[Experiment] traits stripped",
-        "Amplitude sets the [Experiment] user property itself from the exposure; one set by hand "
-        "corrupts the experiment",
-        fields=("user_properties",),
-        adjust=_strip_experiment,
-    ),
-    Deviation(
-        'context.device.id "" falls back to anonymousId',
-        "Segment takes the empty string as present and then drops it, so the event has no device_id",
-        fields=("device_id",),
-        adjust=_empty_device_id,
-    ),
-    Deviation(
-        "exposure aliases renamed",
-        "an event name configured in exposure_events is sent as $exposure, the only name Amplitude counts",
-        fields=("event_type",),
-        adjust=_exposure_alias,
-    ),
-    Deviation(
-        "time from originalTimestamp / receivedAt",
-        "without a usable timestamp (missing, empty, or an all-digit string, which Segment's date parser "
-        "reads as a date in a far year) we use the next time Segment gives rather than Amplitude's upload "
-        "time",
-        fields=("time",),
-        adjust=_time_fallback,
-    ),
-    Deviation(
-        "session_id Segment misreads is dropped",
-        'Segment reads a session_id string that is not all digits through its date parser ("-5" becomes a '
-        "date in 2001) and an all-digit one beyond 2^53 as an inexact number; we drop such a session_id",
-        fields=("session_id",),
-        adjust=_session_misread,
-    ),
-    Deviation(
-        "non-string ip dropped",
-        'Segment sends a number or boolean ip as its string form ("true"), which is no address; we drop it',
-        fields=("ip",),
-        adjust=_non_string_ip,
-    ),
-    Deviation(
-        "lone surrogates replaced",
-        "text with half an emoji (a lone UTF-16 surrogate) is sent with U+FFFD in its place; Segment sends "
-        "the escaped lone surrogate, which strict UTF-8 JSON parsers reject",
-        fields=("any text field",),
-        adjust=_lone_surrogates,
-    ),
-    Deviation(
-        "odd secondary fields do not drop the exposure",
-        "Segment's validator refuses the whole event for a timestamp with a +02 offset or a comma fraction "
-        "(valid ISO 8601), a session_id it cannot read, a non-numeric latitude/longitude, an object ip or "
-        "id, or traits that are not an object; we read the time, and drop only the odd field",
-        segment_refuses=(
+#: What each deliberate difference does in the comparison, by its name. The names, fields and reasons live
+#: in ``segment_exposure/data/deviations.json``, which the docs' "Differences" page is generated from.
+_BEHAVIOUR: dict[str, dict[str, Any]] = {
+    "insert_id": {"adjust": _insert_id},
+    "null userId left out": {"adjust": _null_user_id},
+    "no use_batch_endpoint": {"adjust": _no_batch_flag},
+    "traits' own $set/$setOnce merged": {"adjust": _merge_traits_operations},
+    "[Experiment] traits stripped": {"adjust": _strip_experiment},
+    'context.device.id "" falls back to anonymousId': {"adjust": _empty_device_id},
+    "exposure aliases renamed": {"adjust": _exposure_alias},
+    "time from originalTimestamp / receivedAt": {"adjust": _time_fallback},
+    "session_id Segment misreads is dropped": {"adjust": _session_misread},
+    "non-string ip dropped": {"adjust": _non_string_ip},
+    "lone surrogates replaced": {"adjust": _lone_surrogates},
+    "odd secondary fields do not drop the exposure": {
+        "segment_refuses": (
             "Timestamp",
             "Session ID",
             "Latitude",
@@ -360,41 +295,33 @@ DEVIATIONS: tuple[Deviation, ...] = (
             "User Properties",
             "Device ID",
             "User ID",
-        ),
-    ),
+        )
+    },
+    "user-agent parser": {"ua_derived": True},
+    "no user-agent parsing in the Segment Function": {"ua_derived": True},
+    "not an exposure": {
+        "we_refuse": _refuses("not an exposure event", "only track events", kind="EventNotSupported")
+    },
+    "malformed exposure": {
+        "we_refuse": _refuses("properties.flag_key", "so there is no flag_key", kind="InvalidEventPayload")
+    },
+    "ids Amplitude refuses": {"we_refuse": _refuses("no identity", "list of invalid ids", "minimum of")},
+}
+
+DEVIATION_ROWS: list[dict[str, Any]] = json.loads(
+    resources.files("segment_exposure").joinpath("data/deviations.json").read_text("utf-8")
+)["segment_destination"]
+
+#: Every deliberate difference from Segment's Amplitude (Actions) destination ("Track Calls" preset).
+DEVIATIONS: tuple[Deviation, ...] = tuple(
     Deviation(
-        "user-agent parser",
-        "os_name, os_version, device_manufacturer, device_model and device_type derived from the user agent "
-        "(when the context lacks them) come from ua-parser-py (the `useragent` extra), a port of a newer "
-        "ua-parser-js than Segment's @amplitude/ua-parser-js 0.7: a few newer rules answer differently",
-        fields=("os_name", "os_version", "device_manufacturer", "device_model", "device_type"),
-        ua_derived=True,
-    ),
-    Deviation(
-        "no user-agent parsing in the Segment Function",
-        "Segment's Functions runtime allows no imports, so the Function leaves out the fields Segment "
-        "derives from the user agent (fields the context gives still map)",
-        fields=("os_name", "os_version", "device_manufacturer", "device_model", "device_type"),
-        ua_derived=True,
-        function_only=True,
-    ),
-    Deviation(
-        "not an exposure",
-        "only track events named $exposure (or a configured alias) with a flag_key are exposures; Segment's "
-        "preset sends every track event",
-        we_refuse=_refuses("not an exposure event", "only track events", kind="EventNotSupported"),
-    ),
-    Deviation(
-        "malformed exposure",
-        "an exposure needs properties.flag_key as a non-empty string: without it no experiment can count it",
-        we_refuse=_refuses("properties.flag_key", "so there is no flag_key", kind="InvalidEventPayload"),
-    ),
-    Deviation(
-        "ids Amplitude refuses",
-        "no id at all, an id on Amplitude's invalid list, or one shorter than min_id_length: Amplitude "
-        "answers 400 for good, so we refuse up front with the reason (Segment sends it and loses it there)",
-        we_refuse=_refuses("no identity", "list of invalid ids", "minimum of"),
-    ),
+        row["name"],
+        row["why"],
+        fields=tuple(row.get("fields", ())),
+        function_only=row.get("function_only", False),
+        **_BEHAVIOUR.get(row["name"], {}),
+    )
+    for row in DEVIATION_ROWS
 )
 
 
@@ -740,33 +667,24 @@ def test_every_deviation_is_needed(cases: list[Case], segment: list[dict[str, An
     assert not unused, f"deviations no case needs: {unused}"
 
 
-README = ROOT / "README.md"
-README_SECTION = "Differences from Segment's Amplitude destination"
-
-
-def deviation_table() -> str:
-    """:data:`DEVIATIONS` as the Markdown table the README carries."""
-    lines = ["| Difference | Fields | Why |", "|---|---|---|"]
-    for row in DEVIATIONS:
-        if row.segment_refuses:
-            fields = "whole event (Segment refuses it)"
-        elif row.we_refuse is not None:
-            fields = "whole event (we refuse it)"
+def test_the_documented_table_is_the_tests_table() -> None:
+    """Each row of the data file the docs render has its behaviour here, and each behaviour its row."""
+    assert [row["name"] for row in DEVIATION_ROWS] == list(_BEHAVIOUR)
+    for row, deviation in zip(DEVIATION_ROWS, DEVIATIONS, strict=True):
+        kinds = [
+            deviation.adjust is not None,
+            bool(deviation.segment_refuses),
+            deviation.we_refuse is not None,
+            deviation.ua_derived,
+        ]
+        assert sum(kinds) == 1, f"{row['name']}: exactly one kind of difference"
+        whole_event = row.get("whole_event")
+        if deviation.segment_refuses:
+            assert whole_event == "segment refuses it", row["name"]
+        elif deviation.we_refuse is not None:
+            assert whole_event == "we refuse it", row["name"]
         else:
-            fields = ", ".join(f"`{f}`" for f in row.fields)
-        name = row.name + (" (Segment Function only)" if row.function_only else "")
-        lines.append(f"| {name} | {fields} | {row.reason} |")
-    return "\n".join(lines)
-
-
-def test_readme_table_is_the_tests_table() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert f"### {README_SECTION}" in text
-    section = text.split(f"### {README_SECTION}", 1)[1]
-    assert deviation_table() in section, (
-        "README's deviation table must equal DEVIATIONS; print deviation_table() and paste it:\n"
-        + deviation_table()
-    )
+            assert whole_event is None and deviation.fields, f"{row['name']}: the fields it differs in"
 
 
 def test_a_missing_reference_fails_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

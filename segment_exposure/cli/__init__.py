@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from segment_exposure.cli.errors import UserError
 
-__all__ = ["UserError", "main"]
+__all__ = ["COMMANDS", "UserError", "build_parser", "main"]
 
 
 EPILOGS = {
@@ -44,7 +44,11 @@ EPILOGS = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line as an argparse parser.
+
+    `main` runs it, and the docs' command-line page is generated from it, so the two cannot disagree.
+    """
     parser = argparse.ArgumentParser(
         prog="segment-exposure",
         description="Amplitude Experiment exposures through Segment, without losing data.",
@@ -259,6 +263,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     return run_serve(args, os.environ)
 
 
+#: Each command of ``build_parser()``, by name, and what runs it.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _run_demo,
     "serve": _run_serve,
@@ -269,7 +274,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

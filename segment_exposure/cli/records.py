@@ -45,7 +45,7 @@ class MalformedInput(ValueError):
 def iter_records(stream: IO[str]) -> Iterator[Record | BadRecord]:
     """Yield each JSON value in ``stream`` (JSON lines, or one JSON array of values).
 
-    Raises :class:`MalformedInput` when an array is broken (a missing comma, an unclosed bracket), after
+    Raises `MalformedInput` when an array is broken (a missing comma, an unclosed bracket), after
     yielding the values before the break.
     """
     first = ""

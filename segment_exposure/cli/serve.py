@@ -3,13 +3,13 @@
 Why gunicorn's ``asgi`` worker (an asyncio event loop per worker process) rather than threads: a slow or
 stalled client then costs a coroutine and a buffer, not a worker thread, so a few hundred connections that
 send headers and then nothing cannot keep Segment's signed requests waiting (see
-:mod:`segment_exposure.server.asgi`). The master, the worker processes, their restarts and the signals are
+`segment_exposure.server.asgi`). The master, the worker processes, their restarts and the signals are
 gunicorn's as before.
 
 Why gunicorn programmatically (``BaseApplication``) rather than a generated config file: the settings are
 validated here, in one place, before any process starts, and the API key never passes through gunicorn's
 own configuration (which it can print at debug level). Each worker builds its destination after the fork,
-in :meth:`load`: an HTTP connection pool must never be shared across processes.
+in `load`: an HTTP connection pool must never be shared across processes.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def _application(
         raise ImportError(f"serve needs gunicorn, which is not installed: {INSTALL_HINT}") from None
 
     class WebhookApplication(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
-        """gunicorn's master with our options; :meth:`load` runs in each worker, after the fork."""
+        """gunicorn's master with our options; `load` runs in each worker, after the fork."""
 
         def load_config(self) -> None:
             for key, value in options.items():

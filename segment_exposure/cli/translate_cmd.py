@@ -25,7 +25,7 @@ def run_translate(
     """Translate every record; report each failure on ``err`` with its line and error class.
 
     Events with odd secondary fields are repaired rather than failed (see
-    :func:`segment_exposure.delivery.translate.to_amplitude_event`); the summary counts them, and the repairs
+    `segment_exposure.delivery.translate.to_amplitude_event`); the summary counts them, and the repairs
     themselves are logged at DEBUG by ``segment_exposure.delivery.translate``.
 
     Returns the exit code: 0, or 1 when ``strict`` and anything failed.

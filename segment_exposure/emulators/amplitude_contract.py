@@ -18,7 +18,7 @@ Each request is checked in this order, the first failure answering:
    over ``throttle_window`` seconds (or past ``daily_quota`` events), the whole request is refused with 429,
    ``throttled_events`` listing the events over the limit (the first ones of an id still fit);
 8. otherwise 200: the events are ingested, dropping duplicates of ``(insert_id, device_id)`` (events without
-   ``insert_id`` are never duplicates) and counting them in :attr:`AmplitudeEmulator.duplicates_dropped`.
+   ``insert_id`` are never duplicates) and counting them in `AmplitudeEmulator.duplicates_dropped`.
 
 Nothing here touches a socket.
 """

@@ -6,9 +6,9 @@ produced on demand, in any test suite, without an account or the internet. Stand
 
 Endpoints: ``POST /2/httpapi`` and ``POST /batch``, body ``{"api_key", "events", "options"}``, optionally
 ``Content-Encoding: gzip``. Each request is checked, throttled and ingested as
-:mod:`segment_exposure.emulators.amplitude_contract` describes.
+`segment_exposure.emulators.amplitude_contract` describes.
 
-Faults (:meth:`AmplitudeEmulator.inject`) apply to the next requests in order, one per request:
+Faults (`AmplitudeEmulator.inject`) apply to the next requests in order, one per request:
 
 ``ok`` (a normal answer: use it to build a schedule), ``500``/``502``/``504``/``503`` (that status, nothing
 ingested), ``500_after_ingest`` (ingests, then answers 500 or ``status``: the client's retry makes
@@ -19,7 +19,7 @@ otherwise), ``403``, ``413`` and ``429`` (every event throttled). Any fault acce
 ``retry_after`` (a ``Retry-After`` header value sent with the answer).
 
 A request in absolute form (``POST http://host/2/httpapi``, as a client sends it to an HTTP proxy) is served
-as if the emulator were that proxy and the host: :attr:`RecordedRequest.proxied` tells it apart.
+as if the emulator were that proxy and the host: `RecordedRequest.proxied` tells it apart.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class _Handler(JSONHandler):
 class AmplitudeEmulator(AmplitudeContract):
     """Amplitude's ``/2/httpapi`` and ``/batch`` on ``127.0.0.1``, with dedupe, throttling and faults.
 
-    Use it as a context manager (or call :meth:`start` and :meth:`stop`)::
+    Use it as a context manager (or call `start` and `stop`):
 
         with AmplitudeEmulator(api_keys={"test-key"}) as amplitude:
             client = AmplitudeClient("test-key", endpoint=amplitude.http_api_url)
@@ -246,7 +246,7 @@ class AmplitudeEmulator(AmplitudeContract):
     ) -> None:
         """Apply ``fault`` to the next ``count`` requests, after the faults injected before it.
 
-        ``count=None`` applies it to every request until :meth:`clear_faults` (an outage). ``status``
+        ``count=None`` applies it to every request until `clear_faults` (an outage). ``status``
         overrides the answer's status, ``delay`` waits first, ``ingest`` says whether the events are
         ingested before the fault (defaults: see the module's documentation), ``retry_after`` is sent as
         the answer's ``Retry-After`` header.
@@ -381,7 +381,7 @@ class AmplitudeEmulator(AmplitudeContract):
 
     def _serve(self, handler: _Handler) -> None:
         """Answer one POST. Each request is recorded before its answer leaves, so a client that has its
-        answer can already see the request in :attr:`requests`."""
+        answer can already see the request in `requests`."""
         path = handler.path.split("?", 1)[0]
         if path.startswith(("http://", "https://")):
             path = "/" + path.split("://", 1)[1].partition("/")[2]  # absolute form: as a proxy gets it

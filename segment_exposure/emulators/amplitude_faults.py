@@ -1,4 +1,4 @@
-"""The faults :meth:`AmplitudeEmulator.inject <segment_exposure.testing.AmplitudeEmulator.inject>` can
+"""The faults `AmplitudeEmulator.inject` can
 apply to coming requests, and what each one does by default (its status, delay and whether it ingests)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 __all__ = ["FAULTS", "Fault", "Queued", "make_fault"]
 
-#: The fault names :meth:`AmplitudeEmulator.inject` accepts.
+#: The fault names `AmplitudeEmulator.inject` accepts.
 FAULTS: frozenset[str] = frozenset(
     {
         "ok",
@@ -29,7 +29,7 @@ FAULTS: frozenset[str] = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One injected fault, its defaults filled in by :func:`make_fault`."""
+    """One injected fault, its defaults filled in by `make_fault`."""
 
     kind: str
     status: int
@@ -54,7 +54,7 @@ def make_fault(
     ingest: bool | None = None,
     retry_after: str | None = None,
 ) -> Fault:
-    """``fault`` with its defaults filled in; ``ValueError`` for a name not in :data:`FAULTS`."""
+    """``fault`` with its defaults filled in; ``ValueError`` for a name not in `FAULTS`."""
     if fault not in FAULTS:
         raise ValueError(f"unknown fault {fault!r}; choose from {sorted(FAULTS)}")
     if fault in ("500", "502", "503", "504", "403", "413", "429"):

@@ -94,7 +94,7 @@ class FlagConfigServer(LoopbackServer):
     """Amplitude Experiment's flag and evaluation endpoints on ``127.0.0.1``.
 
     Point ``LocalEvaluationConfig(server_url=server.url)`` or ``RemoteEvaluationConfig(server_url=
-    server.url)`` at it and use ``server.deployment_key`` as the client's key (other keys get 401)::
+    server.url)`` at it and use ``server.deployment_key`` as the client's key (other keys get 401):
 
         with FlagConfigServer(flags=demo_flags()) as server:
             config = LocalEvaluationConfig(server_url=server.url)

@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from segment_exposure.identity.ids import as_id
@@ -25,6 +26,8 @@ __all__ = [
     "DEVICE_ID_COOKIE",
     "DEVICE_ID_COOKIE_MAX_AGE",
     "OPTIONS",
+    "OPTION_VALUES",
+    "PROVIDER_OPTIONS",
     "USER_ID_ATTRIBUTES",
     "Problem",
     "as_id",
@@ -126,6 +129,12 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 #: Every option name both integrations accept.
 OPTIONS = frozenset(_CHECKS)
+#: What each option's value must be, by name, in the words the configuration checks use (the docs'
+#: configuration tables are generated from it).
+OPTION_VALUES: Mapping[str, str] = MappingProxyType({name: rule[1] for name, rule in _CHECKS.items()})
+#: The options handed on to ``SegmentExposureTrackingProvider`` when the integration builds it: option name ->
+#: keyword argument.
+PROVIDER_OPTIONS: Mapping[str, str] = MappingProxyType(_PROVIDER_KWARGS)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_NAMESPACE", "EMF_ENV", "NAMESPACE_ENV", "SERVICE", "emf_docu
 
 #: Set to 1 (or true, yes, on) to log one EMF line per Lambda invocation.
 EMF_ENV = "SEGMENT_EXPOSURE_EMF"
-#: The CloudWatch namespace of the metrics (default :data:`DEFAULT_NAMESPACE`).
+#: The CloudWatch namespace of the metrics (default `DEFAULT_NAMESPACE`).
 NAMESPACE_ENV = "SEGMENT_EXPOSURE_EMF_NAMESPACE"
 DEFAULT_NAMESPACE = "SegmentExposure"
 #: The ``Service`` dimension's value.

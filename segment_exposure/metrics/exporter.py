@@ -4,7 +4,7 @@ Why multiprocess mode served from the master: gunicorn hands each request to any
 route in the app would show one worker's counts. Instead every worker writes its counters to files in a
 private directory (prometheus-client's multiprocess mode), and a small HTTP server in the master process,
 on its own loopback port, sums the files at scrape time. Counts of workers that exited stay in the sum
-(their gauges are dropped by :meth:`MultiprocessExporter.worker_exited`). The directory is created at
+(their gauges are dropped by `MultiprocessExporter.worker_exited`). The directory is created at
 start and removed at stop.
 """
 
@@ -37,8 +37,8 @@ def _multiprocess_values() -> None:
 class MultiprocessExporter:
     """The master's ``/metrics`` server and the workers' counting, for ``serve --metrics-port``.
 
-    In the master: :meth:`start` (before any worker starts), :meth:`worker_exited` for each worker that
-    exits, :meth:`stop`. In each worker: :meth:`count` wraps the destination, :meth:`wrap` the WSGI app.
+    In the master: `start` (before any worker starts), `worker_exited` for each worker that
+    exits, `stop`. In each worker: `count` wraps the destination, `wrap` the WSGI app.
     """
 
     def __init__(self, host: str, port: int) -> None:

@@ -6,8 +6,8 @@ scrape time instead. Several providers in one process are told apart by the ``pr
 
 Under gunicorn or uWSGI each worker has its own provider, and whichever worker answers ``/metrics`` sees
 only its own. With prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before the
-workers start) :func:`register` therefore mirrors ``stats()`` every ``sync_interval`` seconds into
-multiprocess counters, from one background thread per worker, and :func:`exposition_registry` sums the
+workers start) `register` therefore mirrors ``stats()`` every ``sync_interval`` seconds into
+multiprocess counters, from one background thread per worker, and `exposition_registry` sums the
 workers' files at scrape time.
 """
 
@@ -304,7 +304,7 @@ def register(
     ``registry``: a ``prometheus_client.CollectorRegistry`` (default: prometheus-client's default
     registry). When ``registry`` is None and ``PROMETHEUS_MULTIPROC_DIR`` is set (gunicorn, uWSGI),
     the counters are mirrored into multiprocess files every ``sync_interval`` seconds instead; serve
-    them with :func:`exposition_registry`. Registering another live provider under a name already
+    them with `exposition_registry`. Registering another live provider under a name already
     taken raises ValueError.
     """
     global _mirror

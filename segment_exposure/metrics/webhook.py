@@ -1,10 +1,10 @@
 """Counting what the webhook does: events by outcome, its answers, Amplitude's answers, request time.
 
 Why a wrapper and a hook rather than counters inside the destination: the destination and the Amplitude
-client stay free of any metrics library. :class:`CountingDestination` reads the per-event statuses
+client stay free of any metrics library. `CountingDestination` reads the per-event statuses
 ``on_batch`` returns anyway, and the Amplitude client reports each answer's code to its ``observer``.
 The same counts feed Prometheus (``segment-exposure serve --metrics-port``) and CloudWatch's embedded
-metric format (the Lambda handler), through a :class:`Recorder`.
+metric format (the Lambda handler), through a `Recorder`.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class PrometheusRecorder:
 
 
 class InvocationCounts:
-    """A :class:`Recorder` into plain counters, for one unit of work (a Lambda invocation)."""
+    """A `Recorder` into plain counters, for one unit of work (a Lambda invocation)."""
 
     def __init__(self) -> None:
         self.outcomes: Counter[str] = Counter()

@@ -2,7 +2,7 @@
 
 ``create_app(destination, shared_secret=None)`` is a plain WSGI app (``segment-exposure serve`` runs it under
 gunicorn); ``lambda_handler(event, context)`` serves function URL and API Gateway events, configured from
-the environment. Both answer with the same statuses (see :mod:`segment_exposure.server.webhook`).
+the environment. Both answer with the same statuses (see `segment_exposure.server.webhook`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ body has arrived, so a handful of clients that send headers and then nothing hol
 requests from Segment wait behind them. Here the body is read by the event loop: a stalled or slow client
 costs a coroutine and its buffer, not a thread, and the body must arrive within ``body_timeout`` seconds
 (else 408 and the connection is closed). Only a request whose whole body is in memory goes to a thread,
-where the same :class:`~segment_exposure.server.webhook.WebhookHandler` as in the WSGI app and the Lambda
-verifies, parses and delivers it. The routes and statuses are those of :func:`create_app`.
+where the same `WebhookHandler` as in the WSGI app and the Lambda
+verifies, parses and delivers it. The routes and statuses are those of `create_app`.
 
 Bodies in memory are bounded per worker (``max_buffered_bytes``, default 4 bodies of the maximum size):
 bytes are charged as they arrive and released when the request is answered, and a request that would go
@@ -70,7 +70,7 @@ def create_asgi_app(
     delivery_threads: int = DEFAULT_DELIVERY_THREADS,
     max_buffered_bytes: int | None = None,
 ) -> WebhookASGIApp:
-    """An ASGI app with the routes and statuses of :func:`segment_exposure.server.create_app`, plus 408
+    """An ASGI app with the routes and statuses of `segment_exposure.server.create_app`, plus 408
     when a body does not arrive within ``body_timeout`` seconds and 503 (``Retry-After``) when the worker
     already holds ``max_buffered_bytes`` of bodies (default: 4 bodies of ``max_body_bytes``)."""
     handler = WebhookHandler(destination, shared_secret, max_body_bytes=max_body_bytes, max_depth=max_depth)
@@ -83,7 +83,7 @@ def create_asgi_app(
 
 
 class WebhookASGIApp:
-    """The ASGI callable returned by :func:`create_asgi_app`; ``handler`` holds the destination."""
+    """The ASGI callable returned by `create_asgi_app`; ``handler`` holds the destination."""
 
     def __init__(
         self,

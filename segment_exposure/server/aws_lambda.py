@@ -140,7 +140,7 @@ def _fit_deadline(built: _Built, context: Any) -> None:
 def lambda_handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """Handle one function URL or API Gateway proxy event; returns the proxy response.
 
-    ``POST`` (any path) delivers the body as :func:`segment_exposure.server.create_app` does, with the same
+    ``POST`` (any path) delivers the body as `segment_exposure.server.create_app` does, with the same
     statuses; ``GET .../healthz`` is liveness. Configured from the environment (``AMPLITUDE_API_KEY``,
     ``SEGMENT_SHARED_SECRET``, ``AMPLITUDE_REGION``, ``AMPLITUDE_ENDPOINT``, ``AMPLITUDE_MIN_ID_LENGTH``,
     ...); a configuration error answers 500 so Segment keeps retrying while it is fixed.

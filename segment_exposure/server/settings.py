@@ -69,9 +69,9 @@ class ServerSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> ServerSettings:
-        """Settings from ``environ`` (see :data:`ENVIRONMENT`); ``overrides`` that are not None win.
+        """Settings from ``environ`` (see `ENVIRONMENT`); ``overrides`` that are not None win.
 
-        Raises :class:`ConfigError` for a missing API key or any malformed value.
+        Raises `ConfigError` for a missing API key or any malformed value.
         """
         unknown = set(overrides) - set(ENVIRONMENT)
         if unknown:

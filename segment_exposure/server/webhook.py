@@ -89,7 +89,7 @@ def _too_deep(value: Any, limit: int) -> bool:
 
 
 def _nests_deeper(value: Any, limit: int) -> bool:
-    """:func:`_too_deep` for one container, level by level, so no recursion limit applies.
+    """`_too_deep` for one container, level by level, so no recursion limit applies.
 
     Only containers are kept for the next level, and ``json.loads`` makes exact ``dict`` and ``list``
     objects, so a class identity check does (half the time of ``isinstance`` on every value).
@@ -112,7 +112,7 @@ def _nests_deeper(value: Any, limit: int) -> bool:
 
 
 def parse_events(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> list[Any]:
-    """One event (a JSON object) or a batch (a JSON array) as a list; raises :class:`BodyError`.
+    """One event (a JSON object) or a batch (a JSON array) as a list; raises `BodyError`.
 
     Elements of a batch are not checked here: one that is not an event is answered per event (a permanent
     rejection), so a single bad element cannot make Segment drop or retry the whole batch.

@@ -28,7 +28,7 @@ def create_app(
 
     With ``shared_secret``, ``POST`` bodies must carry Segment's ``X-Signature`` (401 otherwise). Bodies
     over ``max_body_bytes`` get 413, bodies that are not JSON events 400. The other statuses are those of
-    :class:`segment_exposure.server.webhook.WebhookHandler`.
+    `segment_exposure.server.webhook.WebhookHandler`.
     """
     handler = WebhookHandler(destination, shared_secret, max_body_bytes=max_body_bytes, max_depth=max_depth)
     return WebhookApp(handler)
@@ -48,7 +48,7 @@ def _read(stream: IO[bytes], limit: int) -> bytes:
 
 
 class WebhookApp:
-    """The WSGI callable returned by :func:`create_app`; ``handler`` holds the destination and settings."""
+    """The WSGI callable returned by `create_app`; ``handler`` holds the destination and settings."""
 
     def __init__(self, handler: WebhookHandler) -> None:
         self.handler = handler
