@@ -1,8 +1,8 @@
 """Delivery of Amplitude events over HTTP V2 or the Batch API, accounting for every event.
 
 Why not amplitude-analytics: it drops events after a short outage, on a 2xx with a non-JSON body, on a
-connection reset and in its final flush. :class:`AmplitudeClient` instead answers, for every event it was
-given, one of three things (:class:`Status`): delivered, rejected (Amplitude will never accept it as it is,
+connection reset and in its final flush. ``AmplitudeClient`` instead answers, for every event it was
+given, one of three things (``Status``): delivered, rejected (Amplitude will never accept it as it is,
 with the reason), or retry later (nothing is known to be wrong with the event; send it again, with the same
 ``insert_id``). Nothing else can happen to an event, whatever the server or the network does.
 
@@ -22,7 +22,7 @@ How each answer of Amplitude is handled :
   with the same body, so the same ``insert_id`` values. When the attempts or the deadline run out, the
   request's events and those not yet sent come back as retry later.
 
-A ``deadline`` bounds a whole :meth:`AmplitudeClient.send`, including every wait; what is unfinished when it
+A ``deadline`` bounds a whole ``AmplitudeClient.send``, including every wait; what is unfinished when it
 passes comes back as retry later.
 
 A send keeps up to ``max_in_flight`` requests in flight at once (threads of one pool per client, sharing
@@ -98,7 +98,7 @@ class AmplitudeClient:
     ``region`` ("US" or "EU") and ``api`` ("http" or "batch") pick the URL; ``endpoint``, a full URL,
     overrides both (``api`` is then inferred from a path ending in ``/batch`` unless given). Events never
     choose where they go. ``min_id_length`` is sent as ``options.min_id_length``. ``deadline`` is the
-    default time budget of :meth:`send` in seconds (``None``: bounded only by ``max_attempts`` and
+    default time budget of ``send`` in seconds (``None``: bounded only by ``max_attempts`` and
     ``max_throttle_holds``). ``timeout`` is the per-request (connect, read) timeout, always cut to what is
     left of the deadline. ``throttle_wait`` is how long throttled events are held after a 429 (Amplitude asks
     for at least 30 s). Retries wait ``backoff_initial * 2**n`` (capped at ``backoff_max``) plus a random

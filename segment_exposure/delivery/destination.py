@@ -3,8 +3,8 @@
 Why this shape: Segment retries an event only when the destination says so (``RetryError``, or a 429/5xx
 status in ``onBatch``) and discards it on any other error. So the destination must say, for each event,
 exactly one of: delivered, never deliverable (with the reason), or try again later. It translates with
-:func:`segment_exposure.translate.to_amplitude_event` and delivers with
-:class:`segment_exposure.amplitude.AmplitudeClient`, inside a deadline that fits Segment Functions' 5 s limit.
+``to_amplitude_event`` and delivers with ``AmplitudeClient``, inside a deadline that fits Segment
+Functions' 5 s limit.
 
 ``on_batch`` statuses, one per event, in order:
 
@@ -45,7 +45,7 @@ class AmplitudeExposureDestination:
     ``region``. ``min_id_length`` applies both to the translator's checks and to Amplitude's
     ``options.min_id_length``. ``exposure_events`` are the event names accepted as exposures (each is sent as
     ``$exposure``). ``deadline`` bounds each call in seconds. Other keyword arguments go to
-    :class:`AmplitudeClient` (``api``, ``timeout``, ``gzip``, ``session``, backoff settings, ...); or pass a
+    ``AmplitudeClient`` (``api``, ``timeout``, ``gzip``, ``session``, backoff settings, ...); or pass a
     ready ``client``.
     """
 

@@ -1,7 +1,7 @@
 """What Amplitude made of each event, and of each request: the answers a send is built from.
 
-Every event given to :meth:`AmplitudeClient.send <segment_exposure.delivery.amplitude.AmplitudeClient.send>`
-ends as exactly one :class:`EventOutcome`: delivered, rejected (with the reason), or retry later.
+Every event given to ``AmplitudeClient.send``
+ends as exactly one ``EventOutcome``: delivered, rejected (with the reason), or retry later.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ CLOSED_BEFORE_RETRY = "the client was closed before the request was sent; retry 
 
 @dataclass(slots=True)
 class DeliveryResult:
-    """One :class:`EventOutcome` per input event, in input order, plus what it cost."""
+    """One ``EventOutcome`` per input event, in input order, plus what it cost."""
 
     outcomes: list[EventOutcome]
     requests: int = 0

@@ -71,7 +71,7 @@ def _unsafe(obj: dict[Any, Any] | list[Any]) -> bool:
 
 
 def unsafe_event(out: dict[str, Any]) -> bool:
-    """:func:`_unsafe` for the translated event: its own keys are ASCII, its numbers already finite."""
+    """``_unsafe`` for the translated event: its own keys are ASCII, its numbers already finite."""
     for value in out.values():
         cls = value.__class__
         if cls is str:

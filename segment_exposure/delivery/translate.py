@@ -19,10 +19,10 @@ Refusals (the first failing rule decides the error); nothing else refuses an eve
 4. Identity: ``user_id`` from ``userId``; ``device_id`` from ``context.device.id``, else ``anonymousId``.
    Numbers and booleans become their JavaScript string form (as Segment's validator makes them); null,
    empty strings and objects count as absent. No id at all: ``InvalidEventPayload``.
-5. ``ValidationError`` for ids Amplitude refuses: on :data:`INVALID_IDS` (compared case-insensitively) or
+5. ``ValidationError`` for ids Amplitude refuses: on ``INVALID_IDS`` (compared case-insensitively) or
    shorter than ``min_id_length`` (default 5).
 
-Mapped like Segment's defaults (see :mod:`segment_exposure.delivery.coerce` for how odd values are read):
+Mapped like Segment's defaults (see ``segment_exposure.delivery.coerce`` for how odd values are read):
 ``insert_id`` (``messageId``: ours, Segment sends none), ``time`` (``timestamp``; when it is missing or
 unreadable ``originalTimestamp``, then ``receivedAt``; none readable: no ``time``), ``session_id``
 (``integrations["Actions Amplitude"].session_id``: digits as a number, a date as its epoch ms, a fraction
@@ -36,7 +36,7 @@ without a device type), ``os_name``, ``os_version``, ``device_brand``, ``device_
 {initial_referrer, initial_utm_*} and ``$set`` {referrer, utm_*} from ``context.page.referrer`` and
 ``context.campaign``, merged into a ``$set``/``$setOnce`` the traits carry). With the ``useragent`` extra,
 ``context.userAgent`` (and ``userAgentData``) fill ``os_name``, ``os_version``, ``device_manufacturer``,
-``device_model`` and ``device_type`` where the context gives none (:mod:`.useragent`).
+``device_model`` and ``device_type`` where the context gives none (``.useragent``).
 
 Repairs, never refusals: a secondary field Segment would coerce is coerced; one that cannot be read is left
 out; lone surrogates become U+FFFD and NaN/Infinity become null, so the result always encodes as strict

@@ -62,7 +62,7 @@ def parse_user_agent(user_agent: str, ua_data: dict[str, Any] | None = None) -> 
 def user_agent_fields(
     user_agent: str, ua_model: str | None = None, platform_version: str | None = None
 ) -> tuple[tuple[str, str], ...]:
-    """:func:`parse_user_agent` as (field, value) pairs, for ``dict.update``: the translator's fast path."""
+    """``parse_user_agent`` as (field, value) pairs, for ``dict.update``: the translator's fast path."""
     global _missing_logged
     if not user_agent:
         return ()
