@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 #: Why an evaluation produced no exposure: the hook's own reasons, then ``decide``'s.
 HOOK_SKIP_REASONS = (
-    "error",  # the evaluation failed (error_code set, or reason ERROR): the caller got its default
+    "error",  # the evaluation failed (the error stage ran, or error_code set): the caller got its default
     "disabled",  # reason DISABLED: the flag is off, no experiment ran
-    "no_variant",  # a successful evaluation without a variant: nothing to attribute
+    "no_variant",  # a successful evaluation without a variant (or an empty one): nothing to attribute
     *SUPPRESS_REASONS,
 )
 
@@ -91,6 +91,10 @@ class ExposureHook(Hook):
             except Exception:
                 pass
 
+    def error(self, hook_context: HookContext, exception: Exception, hints: HookHints) -> None:
+        """Count a failed evaluation: the caller got its default, so there is nothing to track."""
+        self._skipped["error"].incr()
+
     def _after(self, hook_context: HookContext, details: FlagEvaluationDetails[FlagValueType]) -> None:
         reason = details.reason
         if details.error_code is not None or reason == Reason.ERROR:
@@ -103,7 +107,7 @@ class ExposureHook(Hook):
         metadata = dict(flag_metadata) if flag_metadata else {}
         if reason == Reason.DEFAULT:
             metadata["default"] = True
-        elif details.variant is None and metadata.get("default") is not True:
+        elif not details.variant and metadata.get("default") is not True:
             self._skipped["no_variant"].incr()
             return
         verdict = decide(
