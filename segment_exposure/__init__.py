@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # for type checkers; at run time, __getattr__ below imports e
     from segment_exposure.integrations.django import ExposureMiddleware
     from segment_exposure.integrations.flask import SegmentExposure
     from segment_exposure.metrics import register
+    from segment_exposure.openfeature import AmplitudeExperimentProvider, ExposureHook
     from segment_exposure.server import create_app, lambda_handler
     from segment_exposure.testing import (
         AmplitudeEmulator,
@@ -111,6 +112,8 @@ _HOMES: dict[str, str] = {
     "ExposureMiddleware": "segment_exposure.integrations.django",
     "SegmentExposureMiddleware": "segment_exposure.integrations.asgi",
     "register": "segment_exposure.metrics",
+    "ExposureHook": "segment_exposure.openfeature",
+    "AmplitudeExperimentProvider": "segment_exposure.openfeature",
     # test helpers, for users' own suites
     "capture_exposures": "segment_exposure.testing",
     "CapturedExposures": "segment_exposure.testing",
@@ -127,6 +130,7 @@ __all__ = [
     "EXPOSURE_EVENT",
     "AmplitudeClient",
     "AmplitudeEmulator",
+    "AmplitudeExperimentProvider",
     "AmplitudeExposureDestination",
     "CapturedExposures",
     "DeliveryResult",
@@ -134,6 +138,7 @@ __all__ = [
     "EventOutcome",
     "Exposure",
     "ExposureError",
+    "ExposureHook",
     "ExposureMiddleware",
     "ExposureTrackingClient",
     "FlagConfigServer",

@@ -79,6 +79,25 @@ def test_experiment_remote_asks_amplitude_to_track_nothing() -> None:
             assert sent[(user_id, flag)] == (None if key == "off" else key)
 
 
+@pytest.mark.slow
+def test_openfeature_example() -> None:
+    """Requirement 4.3.6 (the hook's after stage) and Condition 2.7.1 (provider tracking), end to end."""
+    out = run_json("openfeature/app.py")
+    exposures = {m["userId"]: m["properties"] for m in out["received"] if m["event"] == "$exposure"}
+    assert set(exposures) == set(out["served"])  # one per user: repeats deduplicated, the banner not sent
+    for user_id, served in out["served"].items():
+        variant, reason = served["checkout-flow"]
+        expected = {"flag_key": "checkout-flow", "experiment_key": "exp-checkout-1"}
+        if reason != "DEFAULT":  # the default variant is sent without one: an unset
+            expected["variant"] = variant
+        assert exposures[user_id] == expected
+        assert served["banner"] == {"headline": "20% off annual plans"}
+    orders = [m for m in out["received"] if m["event"] == "Order Completed"]
+    assert len(orders) == len(out["served"]) and all(m["properties"]["plan"] == "pro" for m in orders)
+    assert out["missing_flag_error"] == "FLAG_NOT_FOUND"
+    assert out["hook"]["skipped"]["track_exposure_false"] == len(out["served"])
+
+
 def test_flask_app_demo() -> None:
     out = run_json("flask_app/app.py", "--demo")
     received = out["received"]

@@ -25,6 +25,7 @@ CASES = [
         ["from segment_exposure.metrics import register", "register(object())"],
         "metrics",
     ),
+    ("openfeature", ["import segment_exposure.openfeature"], "openfeature"),
     (
         "ijson",
         [

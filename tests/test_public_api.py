@@ -37,6 +37,8 @@ DOCUMENTED = [
     ("segment_exposure.integrations.django", "ExposureMiddleware"),
     ("segment_exposure.integrations.asgi", "SegmentExposureMiddleware"),
     ("segment_exposure.metrics", "register"),
+    ("segment_exposure.openfeature", "ExposureHook"),
+    ("segment_exposure.openfeature", "AmplitudeExperimentProvider"),
     ("segment_exposure.testing", "capture_exposures"),
     ("segment_exposure.testing", "InMemorySegmentClient"),
     ("segment_exposure.testing", "SegmentCollector"),
@@ -89,7 +91,7 @@ def test_importing_the_package_imports_no_optional_framework_or_sdk() -> None:
     code = (
         "import sys, segment_exposure\n"
         "heavy = {'flask', 'django', 'starlette', 'fastapi', 'amplitude_experiment', 'prometheus_client',"
-        " 'segment', 'requests'}\n"
+        " 'segment', 'requests', 'openfeature'}\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

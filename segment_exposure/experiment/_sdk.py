@@ -7,7 +7,8 @@ Internals relied on, each checked where it is used, with a public-API fallback a
 ``User.__dict__`` (copied in ``as_sdk_user``), ``RemoteEvaluationClient._connection_pool`` with
 ``acquire()``/``release()`` and connections whose ``request()`` returns an ``http.client.HTTPResponse``
 (watched by ``FetchWatch``), ``LocalEvaluationClient.assignment_service`` (read), and the
-``exposure_service`` swapped by ``sdk_native``.
+``exposure_service`` swapped by ``sdk_native``, and ``LocalEvaluationClient.flag_config_storage`` (read by
+``flag_configs`` for the OpenFeature provider's readiness and change events).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ __all__ = [
     "as_sdk_user",
     "check_tested_sdk_version",
     "exposure_service",
+    "flag_configs",
     "has_assignment_service",
     "require_sdk",
+    "sdk_user_fields",
     "sdk_version",
     "set_exposure_service",
 ]
@@ -107,6 +110,21 @@ def has_assignment_service(client: Any) -> bool:
     return getattr(client, "assignment_service", None) is not None
 
 
+def flag_configs(client: Any) -> dict[str, Any] | None:
+    """The flag configs a ``LocalEvaluationClient`` holds now (key -> config), or None when unreadable.
+
+    None means this client has no ``flag_config_storage`` with ``get_flag_configs()`` (a remote client,
+    or an SDK version not checked here): the caller cannot tell "not loaded yet" from "no flags" then.
+    An empty dict means nothing is loaded: the first fetch has not succeeded (or no flag is deployed).
+    """
+    storage = getattr(client, "flag_config_storage", None)
+    read = getattr(storage, "get_flag_configs", None)
+    if not callable(read):
+        return None
+    configs = read()
+    return dict(configs) if isinstance(configs, Mapping) else None
+
+
 _user_fields: frozenset[str] | None = None
 
 
@@ -117,6 +135,11 @@ def _sdk_user_fields() -> frozenset[str]:
 
         _user_fields = frozenset(inspect.signature(User.__init__).parameters) - {"self"}
     return _user_fields
+
+
+def sdk_user_fields() -> frozenset[str]:
+    """The keyword arguments ``amplitude_experiment.User`` takes (user_id, device_id, country, ...)."""
+    return _sdk_user_fields()
 
 
 def as_sdk_user(user: object) -> Any:
