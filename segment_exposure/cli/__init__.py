@@ -1,4 +1,4 @@
-"""The ``segment-exposure`` command line: demo, serve, translate, function, doctor.
+"""The ``segment-exposure`` command line: demo, serve, translate, function, doctor, replay.
 
 A user's mistake (a bad path, invalid JSON, a missing key) is one line on stderr and exit code 2, never a
 traceback. Each command lives in its own module and is imported only when it runs.
@@ -129,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
         help='warn about exposures without integrations {"Actions Amplitude": false} (information otherwise: '
         "a destination filter on Segment's side, which an export cannot show, does the same job)",
     )
+    from .replay_args import EPILOG as REPLAY_EPILOG
+    from .replay_args import add_arguments as replay_arguments
+
+    EPILOGS.setdefault("replay", REPLAY_EPILOG)
+    replay_arguments(command("replay", "replay archived Segment events into Amplitude, each exposure once"))
     return parser
 
 
@@ -259,12 +264,19 @@ def _run_serve(args: argparse.Namespace) -> int:
     return run_serve(args, os.environ)
 
 
+def _run_replay(args: argparse.Namespace) -> int:
+    from .replay_cmd import run_replay
+
+    return run_replay(args, os.environ)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _run_demo,
     "serve": _run_serve,
     "translate": _run_translate,
     "function": _run_function,
     "doctor": _run_doctor,
+    "replay": _run_replay,
 }
 
 
