@@ -20,6 +20,7 @@ GROUPS = {
     "delivery": "benchmarks.delivery",
     "serve": "benchmarks.serve",
     "serverless": "benchmarks.serverless",
+    "replay": "benchmarks.replay",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-IDS = {"B1", "B1'", "B2", "B3", "B4", "B5", "B5'", "B6", "B7", "M1", "S1"}
+IDS = {"B1", "B1'", "B2", "B3", "B4", "B5", "B5'", "B6", "B7", "M1", "S1", "R1"}
 
 
 @pytest.fixture(scope="module")

@@ -510,3 +510,19 @@ def test_the_help_defaults_match_the_replay_package() -> None:
     assert replay_args.DEFAULT_STATE_FILE == state.DEFAULT_STATE_FILE
     assert replay_args.DEFAULT_MAX_LATENESS_DAYS == window.DEFAULT_MAX_LATENESS_DAYS
     assert replay_args.DEFAULT_PER_ID_RATE == pacing.DEFAULT_PER_ID_RATE
+
+
+@pytest.mark.usefixtures("env")
+def test_stdin_gzip_dry_run_with_progress(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    data = gzip.compress(b"".join(line(exposure(n, MAY_1 + n)) for n in range(30)))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, out, err = replay(capsys, "-", "--dry-run", "--progress")
+    assert code == 0
+    assert count(out, "would send") == 30
+    assert "files 1/1" in err  # the progress line, on stderr although it is not a terminal
+    code, _, err = replay(capsys, "-", "-", "--dry-run")
+    assert code == 2 and "stdin" in err

@@ -12,6 +12,7 @@ replayed event is the event the webhook would have sent.
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import sys
 import tempfile
@@ -111,6 +112,10 @@ def run_replay(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         )
     progress = _Progress(sys.stderr, len(files), force=args.progress)
     replay = Replay(options, state, client, progress=progress)
+    # What is loaded by now lives until exit: frozen out of the collector's reach; and a collection per
+    # 50,000 new objects rather than 700, since a replay makes ~30 acyclic objects per event (~5% CPU).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     stopped: str | None = None
     try:
         report = replay.run(files)
