@@ -19,7 +19,6 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any
 
 from segment_exposure.delivery.amplitude import AmplitudeClient
 from segment_exposure.replay import Catalog, DeliveryState, Replay, ReplayOptions, Shard, TimeWindow
@@ -41,46 +40,58 @@ AGENTS = (
 )
 
 
-def _event(n: int, rng: random.Random, when: int) -> dict[str, Any]:
-    """A Segment ``$exposure`` as analytics.js and the Segment destination would archive it."""
-    user = rng.randrange(1, 50_000)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when / 1000)) + f".{when % 1000:03d}Z"
-    return {
-        "anonymousId": f"anon-{user:08d}-4b1c-9f7e-3a2d5c6b7e8f",
-        "userId": f"user-{user:08d}",
-        "messageId": f"ajs-next-{n:012d}-{rng.getrandbits(64):016x}",
+def _template() -> str:
+    """One archived Segment ``$exposure`` (analytics.js through Segment), with %-placeholders."""
+    event = {
+        "anonymousId": "anon-%(user)08d-4b1c-9f7e-3a2d5c6b7e8f",
+        "userId": "user-%(user)08d",
+        "messageId": "ajs-next-%(n)012d-%(salt)016x",
         "type": "track",
         "event": "$exposure",
-        "properties": {"flag_key": f"flag-{n % 12}", "variant": ("control", "treatment")[n % 2]},
+        "properties": {"flag_key": "flag-%(flag)d", "variant": "%(variant)s"},
         "context": {
             "library": {"name": "analytics.js", "version": "next-1.64.0"},
             "page": {"path": "/checkout", "url": "https://shop.example.com/checkout", "title": "Checkout"},
-            "userAgent": AGENTS[n % len(AGENTS)],
+            "userAgent": "%(agent)s",
             "locale": "en-US",
-            "ip": f"203.0.113.{n % 250}",
+            "ip": "203.0.113.%(ip)d",
         },
         "integrations": {"Actions Amplitude": False},
-        "originalTimestamp": stamp,
-        "sentAt": stamp,
-        "receivedAt": stamp,
-        "timestamp": stamp,
+        "originalTimestamp": "%(stamp)s",
+        "sentAt": "%(stamp)s",
+        "receivedAt": "%(stamp)s",
+        "timestamp": "%(stamp)s",
         "version": 2,
     }
+    return json.dumps(event, separators=(",", ":")) + "\n"
 
 
 def write_archive(root: Path, events: int, *, per_file: int = 20_000, seed: int = 27) -> list[Path]:
-    """``events`` exposures in Segment's S3 layout under ``root``, one day folder per ``per_file * 5``."""
+    """``events`` exposures in Segment's S3 layout under ``root``, five files per received-day folder."""
     rng = random.Random(seed)
+    template = _template()
     paths = []
     for start in range(0, events, per_file):
         day = START_DAY + (start // (per_file * 5)) * DAY_MS
         folder = root / "segment-logs" / "bench-source" / str(day)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"part-{start // per_file:06d}.gz"
-        with gzip.open(path, "wb", compresslevel=6) as out:
-            for n in range(start, min(events, start + per_file)):
-                when = day + (n * 37) % DAY_MS
-                out.write(json.dumps(_event(n, rng, when), separators=(",", ":")).encode() + b"\n")
+        lines = []
+        for n in range(start, min(events, start + per_file)):
+            when = day + (n * 37) % DAY_MS
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when // 1000)) + f".{when % 1000:03d}Z"
+            values = {
+                "user": rng.randrange(1, 50_000),
+                "n": n,
+                "salt": rng.getrandbits(64),
+                "flag": n % 12,
+                "variant": ("control", "treatment")[n % 2],
+                "agent": AGENTS[n % len(AGENTS)],
+                "ip": n % 250,
+                "stamp": stamp,
+            }
+            lines.append(template % values)
+        path.write_bytes(gzip.compress("".join(lines).encode(), compresslevel=1))
         paths.append(path)
     return paths
 
