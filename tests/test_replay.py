@@ -501,9 +501,9 @@ def test_the_pacer_keeps_each_device_to_its_rate_and_forgets_old_ids() -> None:
     for horizon in (0.5, 1.0, 1.5, 2.0):  # at most the burst plus the rate times the time since
         assert sum(t < horizon for t in times) <= 100 + 100 * horizon + 1
     assert pacer.schedule(["device-2"], now=0.0) == 0.0  # others are not held up
-    for n in range(pacing._PRUNE_AT + 10):
+    for n in range(pacing.PRUNE_AT + 10):
         pacer.schedule([f"d{n}"], now=100.0 + n * 0.001)
-    assert len(pacer) < pacing._PRUNE_AT  # ids whose time passed are gone
+    assert len(pacer) < pacing.PRUNE_AT  # ids whose time passed are gone
 
 
 def test_the_help_defaults_match_the_replay_package() -> None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import IO
 
-from segment_exposure.cli import UserError
+from segment_exposure.cli.errors import UserError
 from segment_exposure.delivery.amplitude import AmplitudeClient
 from segment_exposure.replay import (
     DEFAULT_STATE_FILE,

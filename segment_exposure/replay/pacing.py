@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["DEFAULT_PER_ID_RATE", "IdPacer", "RateLimiter"]
+__all__ = ["DEFAULT_PER_ID_RATE", "PRUNE_AT", "IdPacer", "RateLimiter"]
 
 #: Amplitude's backfill guidance: at most about 300 events per second per device.
 DEFAULT_PER_ID_RATE = 300.0
 #: Forget ids whose time has passed once this many are remembered.
-_PRUNE_AT = 100_000
+PRUNE_AT = 100_000
 
 
 class IdPacer:
@@ -31,7 +31,7 @@ class IdPacer:
         self.interval = 1.0 / rate
         self.burst = burst
         self._tat: dict[str, float] = {}
-        self._prune_at = _PRUNE_AT
+        self._prune_at = PRUNE_AT
 
     def __len__(self) -> int:
         return len(self._tat)
@@ -54,7 +54,7 @@ class IdPacer:
 
     def _prune(self, now: float) -> None:
         self._tat = {key: t for key, t in self._tat.items() if t > now}
-        self._prune_at = max(_PRUNE_AT, 2 * len(self._tat))
+        self._prune_at = max(PRUNE_AT, 2 * len(self._tat))
 
 
 class RateLimiter:
