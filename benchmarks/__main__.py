@@ -21,6 +21,7 @@ GROUPS = {
     "serve": "benchmarks.serve",
     "serverless": "benchmarks.serverless",
     "openfeature": "benchmarks.openfeature",
+    "replay": "benchmarks.replay",
 }
 
 

@@ -228,6 +228,7 @@ def test_doctor_reports_a_missing_integrations_flag_as_information(tmp_path: Pat
         ("serve",),  # no API key anywhere
         ("serve", "--api-key", "test-key-123", "--deadline", "-1"),
         ("serve", "--api-key", "test-key-123", "--region", "MARS"),
+        ("replay", "/no/such/archive", "--dry-run"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:
@@ -239,7 +240,7 @@ def test_user_mistakes_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:
 
 @pytest.mark.slow
 def test_every_command_has_help_with_examples() -> None:
-    for command in ("demo", "serve", "translate", "function", "doctor"):
+    for command in ("demo", "serve", "translate", "function", "doctor", "replay"):
         done = cli(command, "--help")
         assert done.returncode == 0 and "examples:" in done.stdout
 

@@ -35,6 +35,14 @@ CASES = [
         ],
         "cli",
     ),
+    (
+        "boto3",
+        [
+            "from segment_exposure.replay import S3Archive, TimeWindow",
+            "S3Archive()('s3://bucket/prefix', TimeWindow(), print)",
+        ],
+        "s3",
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ``segment-exposure`` command line: demo, serve, translate, function, doctor.
+"""The ``segment-exposure`` command line: demo, serve, translate, function, doctor, replay.
 
 A user's mistake (a bad path, invalid JSON, a missing key) is one line on stderr and exit code 2, never a
 traceback. Each command lives in its own module and is imported only when it runs.
@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='warn about exposures without integrations {"Actions Amplitude": false} (information otherwise: '
         "a destination filter on Segment's side, which an export cannot show, does the same job)",
     )
+    from .replay_args import EPILOG as REPLAY_EPILOG
+    from .replay_args import add_arguments as replay_arguments
+
+    EPILOGS.setdefault("replay", REPLAY_EPILOG)
+    replay_arguments(command("replay", "replay archived Segment events into Amplitude, each exposure once"))
     return parser
 
 
@@ -263,6 +268,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     return run_serve(args, os.environ)
 
 
+def _run_replay(args: argparse.Namespace) -> int:
+    from .replay_cmd import run_replay
+
+    return run_replay(args, os.environ)
+
+
 #: Each command of ``build_parser()``, by name, and what runs it.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _run_demo,
@@ -270,6 +281,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "translate": _run_translate,
     "function": _run_function,
     "doctor": _run_doctor,
+    "replay": _run_replay,
 }
 
 

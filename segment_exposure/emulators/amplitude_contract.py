@@ -134,16 +134,24 @@ class AmplitudeContract:
         with self._cond:
             return self._duplicates
 
-    def experiment_properties(self) -> dict[tuple[str, str], str | None]:
+    def experiment_properties(self, *, order: str = "time") -> dict[tuple[str, str], str | None]:
         """Each user's ``[Experiment] <flag>`` property as Amplitude would end up with it.
 
-        Replays the ingested ``$exposure`` events in event-time order (ingestion order breaks ties):
-        a variant sets the property, an exposure without one unsets it (``None``). Keys are
-        ``(user_id or device_id, flag_key)``.
+        Replays the ingested ``$exposure`` events in event-time order (``order="time"``; ingestion order
+        breaks ties) or in ingestion order (``order="ingestion"``: what Amplitude does for a backfill, whose
+        historical values overwrite current ones): a variant sets the property, an exposure without one
+        unsets it (``None``). An event with ``"$skip_user_properties_sync": true`` changes nothing (Amplitude
+        leaves the user properties table alone for it). Keys are ``(user_id or device_id, flag_key)``.
         """
-        ordered = sorted(enumerate(self.ingested), key=lambda item: (item[1].get("time", 0), item[0]))
+        if order not in ("time", "ingestion"):
+            raise ValueError(f"order must be 'time' or 'ingestion', got {order!r}")
+        ordered = list(enumerate(self.ingested))
+        if order == "time":
+            ordered.sort(key=lambda item: (item[1].get("time", 0), item[0]))
         state: dict[tuple[str, str], str | None] = {}
         for _, event in ordered:
+            if event.get("$skip_user_properties_sync") is True:
+                continue
             props = event.get("event_properties") or {}
             flag = props.get("flag_key")
             who = event.get("user_id") or event.get("device_id")
