@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SECRETS = (
     "SEGMENT_WRITE_KEY",
@@ -92,6 +94,7 @@ def test_fastapi_app_demo() -> None:
     assert out["stats"]["delivered"] == out["stats"]["tracked"] == 2  # flushed by the lifespan shutdown
 
 
+@pytest.mark.requires("npm:browser", "chromium")
 def test_browser_identity_demo() -> None:
     # Headless Chromium, the SDKs from tests/js/browser (npm ci in .ci/run); tests/test_browser_identity.py
     # checks the same page in depth.

@@ -22,6 +22,8 @@ from .amplitude_cases import assert_ingested_once
 from .test_function_js import API_KEY, JS_FAST, make_batch, run_js
 from .test_slow_amplitude import ATTEMPTS, big_batch
 
+pytestmark = pytest.mark.requires("node")
+
 
 @pytest.fixture
 def emulator() -> Iterator[AmplitudeEmulator]:
