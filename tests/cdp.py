@@ -43,7 +43,7 @@ class Chromium:
     def __init__(self, executable: str | None = None, *, start_timeout: float = 60.0) -> None:
         found = executable or find_chromium()
         if found is None:
-            raise ChromiumError("chromium is not installed (apt-get install chromium; .ci/run does this)")
+            raise ChromiumError("chromium is not installed (apt-get install chromium)")
         self.executable = found
         self.start_timeout = start_timeout
         self.requests: list[str] = []

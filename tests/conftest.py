@@ -10,10 +10,35 @@ import pytest
 
 from segment_exposure import SegmentCollector, SegmentExposureTrackingProvider
 
+from . import prerequisites
+
 # The Experiment fixtures (flag server, clients) for every module that asks for them.
 pytest_plugins = ["tests.experiment_fixtures"]
 
 WRITE_KEY = "wk-test-3f9a1c77e2"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Install what the selected tests need beyond Python (``requires`` marks) before the first one runs,
+    so that a fresh clone needs no set-up step and no test's timeout pays for a download."""
+    names = {name for item in session.items for mark in item.iter_markers("requires") for name in mark.args}
+    if not names:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line)
+
+    prerequisites.PREREQUISITES.prepare(names, say)
+
+
+@pytest.fixture(autouse=True)
+def _required(request: pytest.FixtureRequest) -> None:
+    """A test marked ``requires(...)`` skips (fails under CI) when something it names is unavailable."""
+    for mark in request.node.iter_markers("requires"):
+        for name in mark.args:
+            prerequisites.require(name)
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ would Segment's destination POST for these events?", and one Node process per ba
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
+from .prerequisites import npm_installed, require_npm_dir
 
 ORACLE_DIR = Path(__file__).resolve().parent / "js" / "segment-actions"
 ORACLE = ORACLE_DIR / "oracle.mjs"
@@ -24,19 +23,15 @@ def oracle_missing() -> str | None:
     """Why the oracle cannot run here, or ``None`` when it can."""
     if shutil.which("node") is None:
         return "node is not installed (CI installs Node 20)"
-    if not (ORACLE_DIR / "node_modules" / "@segment" / "action-destinations").is_dir():
+    if not npm_installed(ORACLE_DIR):
         return f"Segment's destination code is not installed: run `{INSTALL_HINT}`"
     return None
 
 
 def require_oracle() -> None:
-    """Skip locally when the oracle cannot run, but fail in CI (``CI=true``), where it must."""
-    reason = oracle_missing()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"the Segment reference must run in CI: {reason}")
-    pytest.skip(reason)
+    """Install Segment's destination code on first need (tests/prerequisites.py); when it cannot be, skip
+    locally but fail in CI (``CI=true``), where it must run."""
+    require_npm_dir(ORACLE_DIR)
 
 
 def run_oracle(events: list[Any], *, timeout: float = 120.0) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import threading
 import time
@@ -25,8 +24,9 @@ from werkzeug.serving import make_server
 
 from segment_exposure import SegmentCollector
 
-from .cdp import Chromium, ChromiumError, find_chromium
+from .cdp import Chromium, ChromiumError
 from .npm_support import BROWSER_DIR, require_npm_dir
+from .prerequisites import require_chromium
 
 #: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
 pytestmark = pytest.mark.slow
@@ -74,8 +74,7 @@ def test_server_side_exposures_carry_the_browser_identity(
     served_app: tuple[str, SegmentCollector, Any],
 ) -> None:
     url, collector, app = served_app
-    if find_chromium() is None and not os.environ.get("CI"):
-        pytest.skip("chromium is not installed (apt-get install chromium); CI installs it")
+    require_chromium()
     started = time.monotonic()
     try:
         with Chromium() as browser:

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -30,14 +29,11 @@ import pytest
 from segment_exposure import SegmentCollector
 
 from .conftest import WRITE_KEY, wait_until
+from .prerequisites import LEGACY_PYUWSGI, LEGACY_PYUWSGI_VERSION, require
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = Path(__file__).resolve().parent / "servers"
 STACKS_SIGNAL = signal.SIGRTMIN + 1  # tests/servers/exposure_app.py prints every thread's stack on it
-IN_CI = os.environ.get("CI") == "true"
-#: uWSGI before 2.0.27 runs Python without threads unless --enable-threads is given (later versions
-#: always enable them). .ci/run installs pyuwsgi 2.0.26 here (PYUWSGI_LEGACY overrides the folder).
-LEGACY_PYUWSGI = Path(os.environ.get("PYUWSGI_LEGACY", ROOT / ".ci" / "cache" / "pyuwsgi-2.0.26"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # starts processes: outside the fast inner loop
 
@@ -71,7 +67,9 @@ class Row:
     env: dict[str, str] = field(default_factory=dict)
     #: Sent to the process group (the whole tree), as a terminal or container runtime would.
     signal_group: bool = False
-    needs: str | None = None  # a path that must exist (FAIL in CI when missing)
+    #: A prerequisite (tests/prerequisites.py) installed before the run: a skip when unavailable, a failure
+    #: under CI.
+    requires: str | None = None
     pythonpath: list[str] = field(default_factory=list)  # ahead of everything else on sys.path
     celery: bool = False  # a Celery worker: tasks instead of HTTP requests
     #: Seconds the server itself may take to stop, on top of flush_timeout (the issue's bound: 5).
@@ -174,9 +172,10 @@ ROWS: dict[str, Row] = {
     "uwsgi-2.0.26-no-threads": Row(
         [*PYUWSGI, *UWSGI_COMMON],
         supported=False,
-        # Its extension for this interpreter: .ci/run installs it for the main Python (2.0.26 has no wheel
-        # for 3.13; there another pyuwsgi, with threads, would be imported instead).
-        needs=str(LEGACY_PYUWSGI / f"pyuwsgi{sysconfig.get_config_var('EXT_SUFFIX')}"),
+        # uWSGI before 2.0.27 runs Python without threads unless --enable-threads is given (later
+        # versions always enable them): its extension for this interpreter, installed on first need
+        # (2.0.26 has no wheel for 3.13; there another pyuwsgi, with threads, would be imported instead).
+        requires=f"pyuwsgi-{LEGACY_PYUWSGI_VERSION}",
         pythonpath=[str(LEGACY_PYUWSGI)],
     ),
 }
@@ -308,11 +307,8 @@ def start(collector: SegmentCollector, tmp_path: Path) -> Iterator[Callable[[Row
     started: list[Server] = []
 
     def run(row: Row) -> Server:
-        if row.needs and not Path(row.needs).exists():
-            message = f"{row.needs} is missing (.ci/run installs it)"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
+        if row.requires:
+            require(row.requires)
         kind = CeleryWorker if row.celery else Server
         server = kind(row, collector, tmp_path / f"server-{len(started)}.log")
         started.append(server)
@@ -324,7 +320,13 @@ def start(collector: SegmentCollector, tmp_path: Path) -> Iterator[Callable[[Row
             server.kill()
 
 
-@pytest.mark.parametrize("name", list(ROWS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.requires(row.requires) if row.requires else ())
+        for name, row in ROWS.items()
+    ],
+)
 def test_server(name: str, start: Callable[[Row], Server], collector: SegmentCollector) -> None:
     row = ROWS[name]
     server = start(row)

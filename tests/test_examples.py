@@ -116,9 +116,10 @@ def test_fastapi_app_demo() -> None:
     assert out["stats"]["delivered"] == out["stats"]["tracked"] == 2  # flushed by the lifespan shutdown
 
 
+@pytest.mark.requires("npm:browser", "chromium")
 def test_browser_identity_demo() -> None:
-    # Headless Chromium, the SDKs from tests/js/browser (npm ci in .ci/run); tests/test_browser_identity.py
-    # checks the same page in depth.
+    # Headless Chromium, the SDKs from tests/js/browser (both installed before the run: requires);
+    # tests/test_browser_identity.py checks the same page in depth.
     out = run_json("browser_identity/app.py", "--demo")
     anonymous_id = out["browser"]["anonymousId"]
     assert out["page_event"] == [{"anonymousId": anonymous_id, "userId": None}]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -29,15 +28,11 @@ from segment_exposure import (
 )
 
 from .amplitude_cases import segment_event
+from .prerequisites import require_node
 from .test_segment_parity import ua_derived_fields
 
-NODE = shutil.which("node")
-pytestmark = [
-    pytest.mark.slow,  # runs Node: outside the fast inner loop
-    pytest.mark.skipif(
-        NODE is None, reason="node is not installed: the Segment Function is JavaScript (CI installs Node 20)"
-    ),
-]
+# The Segment Function is JavaScript: Node runs it (installed on first need, tests/prerequisites.py).
+pytestmark = [pytest.mark.slow, pytest.mark.requires("node")]  # runs Node: outside the fast inner loop
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "js" / "harness.mjs"
@@ -74,10 +69,9 @@ def run_js(
     timeout: float = 60,
 ) -> list[dict[str, Any]]:
     """Run ``commands`` in one Node process; the function's logs are kept for the failure message."""
-    assert NODE is not None
     request = {"commands": commands, "timing": timing, "amplitude": amplitude}
     done = subprocess.run(
-        [NODE, str(HARNESS)],
+        [require_node(), str(HARNESS)],
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -601,8 +595,7 @@ def test_source_is_a_plain_segment_function() -> None:
     assert "require(" not in source and "\nimport " not in source and "export " not in source
     assert "async function onTrack (event, settings)" in source
     assert "async function onBatch (events, settings)" in source
-    assert NODE is not None
-    subprocess.run([NODE, "--check", str(FUNCTION)], check=True, capture_output=True)
+    subprocess.run([require_node(), "--check", str(FUNCTION)], check=True, capture_output=True)
 
 
 def test_cli_prints_the_function() -> None:

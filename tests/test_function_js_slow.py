@@ -22,8 +22,8 @@ from .amplitude_cases import assert_ingested_once
 from .test_function_js import API_KEY, JS_FAST, make_batch, run_js
 from .test_slow_amplitude import ATTEMPTS, big_batch
 
-#: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
-pytestmark = pytest.mark.slow
+# Runs Node: outside the fast inner loop.
+pytestmark = [pytest.mark.slow, pytest.mark.requires("node")]
 
 
 @pytest.fixture

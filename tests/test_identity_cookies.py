@@ -246,6 +246,7 @@ def amplitude_corpus() -> list[tuple[str, bool]]:
 
 
 @pytest.mark.slow
+@pytest.mark.requires("npm:browser")
 def test_from_cookies_agrees_with_amplitude_cookie_parse_under_node() -> None:
     corpus = amplitude_corpus()
     generate = [{"deviceId": d, "newFormat": fmt} for d in DEVICE_IDS for fmt in (True, False)]

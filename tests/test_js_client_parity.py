@@ -13,8 +13,6 @@ The docs' "Differences" page renders the same table (``segment_exposure/data/dev
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -38,6 +36,7 @@ from segment_exposure import (
 from segment_exposure.emulators.flag_server import VARDATA_PATH
 
 from .experiment_fixtures import EXPERIMENT_KEY, QUIET_FLAG, VALUE_ONLY_FLAG, checkout_flag
+from .prerequisites import require_npm_dir
 
 #: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
 pytestmark = pytest.mark.slow
@@ -46,7 +45,6 @@ ROOT = Path(__file__).resolve().parent.parent
 HARNESS_DIR = ROOT / "tests" / "js" / "experiment-client"
 HARNESS = HARNESS_DIR / "harness.mjs"
 JS_CLIENT = HARNESS_DIR / "node_modules" / "@amplitude" / "experiment-js-client" / "package.json"
-NODE = shutil.which("node")
 
 # The one table of deliberate deviations from the JS client: name -> (what we do, why). The docs'
 # "Differences" page is generated from the same file.
@@ -388,7 +386,7 @@ class JSClient:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [str(NODE), str(HARNESS)],
+            [require_npm_dir(HARNESS_DIR), str(HARNESS)],
             cwd=HARNESS_DIR,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -450,14 +448,7 @@ def _triples(exposures: list[dict[str, Any]]) -> list[Triple]:
 
 @pytest.fixture(scope="module")
 def js_client() -> Iterator[JSClient]:
-    if NODE is None or not JS_CLIENT.exists():
-        message = (
-            "the JS parity test needs Node 20 and `npm ci --prefix tests/js/experiment-client` "
-            f"(node: {NODE}, installed: {JS_CLIENT.exists()})"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_npm_dir(HARNESS_DIR)  # installed on first need; else a skip, or a failure under CI
     client = JSClient()
     yield client
     client.close()
@@ -473,6 +464,7 @@ def test_every_deviation_is_shown_by_a_scenario() -> None:
 
 @pytest.mark.parametrize("per_request", [False, True], ids=["each-call-fetches", "one-fetch-per-request"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+@pytest.mark.requires("npm:experiment-client")
 def test_same_calls_same_exposures_as_the_js_client(
     scenario: Scenario,
     per_request: bool,

@@ -4,9 +4,7 @@ and every expression of the rules and of the Grafana dashboard parses and names 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from segment_exposure import InMemorySegmentClient, SegmentExposureTrackingProvider, register
 from segment_exposure.metrics.webhook import PrometheusRecorder
 
+from .prerequisites import require_binary
+
 #: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
 pytestmark = pytest.mark.slow
 
@@ -27,13 +27,9 @@ METRIC_NAME = re.compile(r"\bsegment_exposure_[a-z_]*[a-z]\b")
 
 
 def require(binary: str) -> str:
-    """The path of a binary of Debian's prometheus package; missing is a failure under CI."""
-    path = shutil.which(binary)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{binary} is not installed: apt-get install prometheus (.ci/run installs it)")
-        pytest.skip(f"{binary} is not installed (apt-get install prometheus)")
-    return path
+    """The path of a binary of Debian's prometheus package, installed on first need
+    (tests/prerequisites.py); unavailable, the test skips, or fails under CI."""
+    return require_binary(binary)
 
 
 def promtool(*args: str, cwd: Path = MONITORING) -> subprocess.CompletedProcess[str]:

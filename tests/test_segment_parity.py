@@ -17,7 +17,6 @@ import copy
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -34,6 +33,7 @@ from dateutil.parser import isoparse
 from segment_exposure import PermanentError, to_amplitude_event
 from segment_exposure.delivery.translate import EXPERIMENT_PROPERTY_PREFIX
 
+from .prerequisites import require_node
 from .segment_oracle import require_oracle, run_oracle
 
 #: Starts processes, servers, browsers, npm or Prometheus: outside the fast inner loop.
@@ -337,8 +337,7 @@ def ours(case: Case) -> dict[str, Any]:
 
 def run_function(cases: list[Case]) -> list[dict[str, Any]]:
     """The JavaScript Segment Function's translation of every case (tests/js/harness.mjs)."""
-    node = shutil.which("node")
-    assert node is not None
+    node = require_node()
     commands = [
         {
             "op": "translate",
@@ -627,6 +626,7 @@ def test_the_corpus_covers_what_segment_sees(cases: list[Case]) -> None:
     assert any(_dig(c.event, "context", "campaign") for c in corpus)
 
 
+@pytest.mark.requires("npm:segment-actions")
 def test_translator_matches_segments_destination(cases: list[Case], segment: list[dict[str, Any]]) -> None:
     report = compare(cases, segment, [ours(c) for c in cases])
     _print("translator", report)
@@ -635,6 +635,7 @@ def test_translator_matches_segments_destination(cases: list[Case], segment: lis
     assert report.ua_agree >= MIN_UA_AGREEMENT * report.ua_total, "user-agent parser agreement too low"
 
 
+@pytest.mark.requires("npm:segment-actions")
 def test_segment_function_matches_segments_destination(
     cases: list[Case], segment: list[dict[str, Any]]
 ) -> None:
@@ -646,6 +647,7 @@ def test_segment_function_matches_segments_destination(
     assert not unused, f"Function-only deviations no case needs: {unused}"
 
 
+@pytest.mark.requires("npm:segment-actions")
 def test_golden_vectors_follow_the_reference(cases: list[Case], segment: list[dict[str, Any]]) -> None:
     """The vectors' expectations are Segment's output through the table, not our own reading of Segment."""
     from .regenerate_vectors import expectation
@@ -659,6 +661,7 @@ def test_golden_vectors_follow_the_reference(cases: list[Case], segment: list[di
     assert not stale, f"run `python -m tests.regenerate_vectors`: {stale}"
 
 
+@pytest.mark.requires("npm:segment-actions")
 def test_every_deviation_is_needed(cases: list[Case], segment: list[dict[str, Any]]) -> None:
     """A row no case uses is either stale or untested: both are wrong in a table of reasons."""
     report = compare(cases, segment, [ours(c) for c in cases])
@@ -692,8 +695,9 @@ def test_a_missing_reference_fails_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_pa
     from . import segment_oracle
 
     monkeypatch.setattr(segment_oracle, "ORACLE_DIR", tmp_path)
+    monkeypatch.setenv("SEGMENT_EXPOSURE_TEST_INSTALL", "0")  # an empty folder: nothing for npm to install
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="npm ci --prefix tests/js/segment-actions"):
+    with pytest.raises(pytest.fail.Exception, match=f"npm ci --prefix {tmp_path} --no-audit"):
         segment_oracle.require_oracle()
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
