@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # for type checkers; at run time, __getattr__ below imports e
         FlagConfigServer,
         InMemorySegmentClient,
         LocalPipeline,
+        RudderStackCollector,
         SegmentCollector,
         capture_exposures,
     )
@@ -107,6 +108,7 @@ _HOMES: dict[str, str] = {
     "CapturedExposures": "segment_exposure.testing",
     "InMemorySegmentClient": "segment_exposure.testing",
     "SegmentCollector": "segment_exposure.testing",
+    "RudderStackCollector": "segment_exposure.testing",
     "AmplitudeEmulator": "segment_exposure.testing",
     "FlagConfigServer": "segment_exposure.testing",
     "LocalPipeline": "segment_exposure.testing",
@@ -134,6 +136,7 @@ __all__ = [
     "PermanentError",
     "ProviderStats",
     "RetryError",
+    "RudderStackCollector",
     "SegmentCollector",
     "SegmentExposure",
     "SegmentExposureMiddleware",

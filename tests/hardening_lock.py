@@ -1,6 +1,6 @@
 """``requirements.lock``: the pinned closure of what
-``pip install -e '.[experiment,flask,django,fastapi,server,cli,metrics,useragent]'`` installs, taken from the
-environment the tests ran in (the installed distributions and their metadata).
+``pip install -e '.[experiment,flask,django,fastapi,server,cli,metrics,useragent,rudderstack]'``
+installs, taken from the environment the tests ran in (the installed distributions and their metadata).
 
 Regenerate after changing dependencies (from the repository root, in the tested environment):
 
@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 __all__ = ["EXTRAS", "HEADER", "closure", "render"]
 
-EXTRAS = ("experiment", "flask", "django", "fastapi", "server", "cli", "metrics", "useragent")
+EXTRAS = ("experiment", "flask", "django", "fastapi", "server", "cli", "metrics", "useragent", "rudderstack")
 PROJECT = "segment-exposure"
 
 _PY = f"{sys.version_info.major}.{sys.version_info.minor}"
