@@ -161,7 +161,9 @@ def test_the_sdk_builds_a_batch_over_the_limit_and_loses_it(collector: RudderSta
     errors = Errors()
     rudder = client(collector.url, errors, upload_size=100, upload_interval=2.0)
     for i in range(3):
-        rudder.track(user_id="user-00001", event="$exposure", properties=padded(1_500_000), message_id=f"m{i}")
+        rudder.track(
+            user_id="user-00001", event="$exposure", properties=padded(1_500_000), message_id=f"m{i}"
+        )
     rudder.flush()
     assert errors.wait()
     (error, batch), *_ = errors.calls
