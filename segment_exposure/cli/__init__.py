@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from segment_exposure.cli.errors import UserError
+from segment_exposure.delivery.sources import SOURCES
 
 __all__ = ["UserError", "main"]
 
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="event name to treat as an exposure (repeatable)",
     )
+    _source_option(serve, default=None)
     serve.add_argument("--max-body-bytes", type=_positive_int, default=None, help="request body cap (16 MiB)")
     serve.add_argument(
         "--body-timeout", type=float, default=None, help="seconds a request body may take to arrive (10)"
@@ -112,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="event name to treat as an exposure (repeatable)",
     )
+    _source_option(translate)
 
     command("function", "print the Segment Function (JavaScript) source")
 
@@ -129,7 +132,21 @@ def _parser() -> argparse.ArgumentParser:
         help='warn about exposures without integrations {"Actions Amplitude": false} (information otherwise: '
         "a destination filter on Segment's side, which an export cannot show, does the same job)",
     )
+    _source_option(doctor)
     return parser
+
+
+def _source_option(command: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--source``: whose Amplitude mapping applies (per event with auto: RudderStack's for its events)."""
+    command.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=default,
+        help="whose Amplitude mapping the events get: auto (RudderStack's for events RudderStack delivered, "
+        "Segment's for the rest), segment or rudderstack (default: "
+        + ("auto" if default else "$EVENT_SOURCE or auto")
+        + ")",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -197,6 +214,7 @@ def _run_translate(args: argparse.Namespace) -> int:
             min_id_length=args.min_id_length,
             exposure_events=events,
             strict=args.strict,
+            events_source=args.source,
         )
 
 
@@ -211,6 +229,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
             flags=flags,
             min_id_length=args.min_id_length,
             expect_integrations_flag=args.expect_integrations_flag,
+            events_source=args.source,
         )
     errors = sum(f.severity == "error" for f in findings)
     warnings = sum(f.severity == "warning" for f in findings)
