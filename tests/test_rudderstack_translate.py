@@ -232,3 +232,17 @@ def test_real_rudderstack_traffic_reaches_amplitude_through_the_destination(
     assert {e["library"] for e in ingested} == {"rudderstack"}
     assert {e["ip"] for e in ingested} == {"203.0.113.9"}
     assert all("platform" not in e for e in ingested), "a server channel has no platform"
+
+
+def test_doctor_holds_rudderstack_events_to_rudderstacks_mapping() -> None:
+    """RudderStack's mapping takes anonymousId as the device id: another context.device.id is fine."""
+    import io
+    import json
+
+    from segment_exposure.cli.doctor import audit
+
+    lines = "\n".join(json.dumps(e) for e in (EVENTS["web"], EVENTS["mobile"])) + "\n"
+    checks = {f.check for f in audit(io.StringIO(lines))[0]}
+    assert "device_id_mismatch" not in checks
+    forced = {f.check for f in audit(io.StringIO(lines), events_source="segment")[0]}
+    assert "device_id_mismatch" in forced
