@@ -6,7 +6,7 @@ Each prerequisite has a name (``requires`` marker, tests/conftest.py):
 
 - ``node``, ``chromium``, ``prometheus`` (with ``promtool``): Debian packages, installed with apt-get when
   the tests run as root on a machine that has it (``apt-get update`` once, then ``apt-get install``);
-- ``npm:<folder>``: ``npm ci`` in ``tests/js/<folder>`` (after ``node``);
+- ``npm:<folder>``: ``npm ci`` in ``tests/js/<folder>``, or ``scripts/function-build`` (after ``node``);
 - ``pyuwsgi-2.0.26``: the thread-less uWSGI of the server matrix, ``pip install --target`` into
   ``.ci/cache/pyuwsgi-2.0.26`` (git-ignored), apart from the dev extra's current pyuwsgi.
 
@@ -63,7 +63,11 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".ci" / "cache"
 JS = ROOT / "tests" / "js"
-NPM_DIRS = {name: JS / name for name in ("segment-actions", "browser", "experiment-client")}
+NPM_DIRS = {
+    **{name: JS / name for name in ("segment-actions", "browser", "experiment-client")},
+    # The build of the Segment Function's bundled user-agent parser (scripts/function-build/build.mjs).
+    "function-build": JS.parent.parent / "scripts" / "function-build",
+}
 #: uWSGI before 2.0.27 runs Python without threads unless --enable-threads is given (later versions always
 #: enable them). PYUWSGI_LEGACY overrides the folder.
 LEGACY_PYUWSGI_VERSION = "2.0.26"

@@ -10,6 +10,7 @@ the function into a vm context with Segment's runtime globals.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -84,19 +85,22 @@ def run_js(
 
 
 def js_settings(options: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """Segment settings for translator ``options`` as the Python API spells them."""
+    """Segment settings for translator ``options`` as the Python API spells them (user agents not parsed
+    unless ``user_agent_parsing`` is given: the two sides use different parsers, compared separately)."""
     options = options or {}
     return {
         "minIdLength": options.get("min_id_length"),
         "exposureEvents": options.get("exposure_events"),
+        "source": options.get("source"),
+        "userAgentParsing": options.get("user_agent_parsing", False),
         **extra,
     }
 
 
 def python_outcome(event: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """The Python translator as the Function translates: without user-agent parsing (no imports there)."""
+    """The Python translator with the Function's settings (by default without user-agent parsing)."""
     try:
-        return {"ok": to_amplitude_event(event, **options, user_agent_parsing=False)}
+        return {"ok": to_amplitude_event(event, **{"user_agent_parsing": False, **options})}
     except PermanentError as exc:
         return {"error": type(exc).__name__, "message": str(exc)}
 
@@ -135,9 +139,33 @@ def test_golden_vector_identical_in_js(index: int, js_vector_outputs: list[dict[
         for part in expect.get("message_contains", []):
             assert part in js["message"]
     else:
-        # The one Function-only deviation: no user-agent parsing (tests/test_segment_parity.py's table).
+        # Parsing is off on both sides here; the parsed fields are held to Segment's in the parity test.
         derived = ua_derived_fields(vector["input"])
         assert js["ok"] == {k: v for k, v in expect.items() if k not in derived}
+
+
+def test_vectors_with_user_agent_parsing_differ_only_in_parsed_fields() -> None:
+    """With parsing on, the Function (Segment's parser) and Python (ua-parser-py) agree on the rest."""
+    cases = [
+        {"event": v["input"], "settings": js_settings(v.get("options"), userAgentParsing=True)}
+        for v in VECTORS
+    ]
+    (result,) = run_js([{"op": "translate", "cases": cases}])
+    parsed_events = 0
+    for vector, js in zip(VECTORS, result["outputs"], strict=True):
+        python = python_outcome(
+            vector["input"], {**(vector.get("options") or {}), "user_agent_parsing": True}
+        )
+        assert ("ok" in js) == ("ok" in python), vector["name"]
+        if "ok" not in js:
+            assert js == python
+            continue
+        derived = set(ua_derived_fields(vector["input"]))
+        parsed_events += bool(derived & set(js["ok"]))
+        assert {k: v for k, v in js["ok"].items() if k not in derived} == {
+            k: v for k, v in python["ok"].items() if k not in derived
+        }, vector["name"]
+    assert parsed_events >= 5, "the vectors include web events whose user agent the Function parses"
 
 
 #: Values that probe each rule's edges: types, empties, Amplitude's invalid ids, lengths, zones, Unicode.
@@ -184,6 +212,12 @@ TRICKY: list[Any] = [
     "1795514300000",
     "12a",
     "x" * 120,
+    "web",
+    "RudderLabs JavaScript SDK",
+    "203.0.113.7",
+    1795514300123,
+    "1795514300123",
+    -1,
 ]
 PATHS: list[tuple[str, ...]] = [
     ("type",),
@@ -219,9 +253,17 @@ PATHS: list[tuple[str, ...]] = [
     ("integrations",),
     ("integrations", "Actions Amplitude"),
     ("integrations", "Actions Amplitude", "session_id"),
+    # RudderStack's fields: they switch the mapping (source "auto") and feed it
+    ("rudderId",),
+    ("request_ip",),
+    ("channel",),
+    ("context", "sessionId"),
+    ("context", "library", "name"),
 ]
 OPTION_SETS: list[dict[str, Any]] = [
     {},
+    {"source": "rudderstack"},
+    {"source": "segment"},
     {"min_id_length": 1},
     {"min_id_length": 3},
     {"min_id_length": 8},
@@ -596,6 +638,26 @@ def test_source_is_a_plain_segment_function() -> None:
     assert "async function onTrack (event, settings)" in source
     assert "async function onBatch (events, settings)" in source
     subprocess.run([require_node(), "--check", str(FUNCTION)], check=True, capture_output=True)
+
+
+BUILD_DIR = ROOT / "scripts" / "function-build"
+
+
+@pytest.mark.requires("npm:function-build")
+def test_the_bundled_parser_is_what_the_build_produces() -> None:
+    """The Function's GENERATED part is @amplitude/ua-parser-js as scripts/function-build/build.mjs bundles it
+    from its lockfile, with the licence notice: nobody edits it by hand, nobody forgets to rebuild."""
+    source = FUNCTION.read_text(encoding="utf-8")
+    assert "@amplitude/ua-parser-js 0.7.33 (MIT)" in source
+    assert "Permission is hereby granted, free of charge" in source, "the MIT notice travels with the code"
+    done = subprocess.run(
+        [require_node(), str(BUILD_DIR / "build.mjs"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
 
 
 def test_cli_prints_the_function() -> None:

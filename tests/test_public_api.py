@@ -42,6 +42,7 @@ DOCUMENTED = [
     ("segment_exposure.testing", "capture_exposures"),
     ("segment_exposure.testing", "InMemorySegmentClient"),
     ("segment_exposure.testing", "SegmentCollector"),
+    ("segment_exposure.testing", "RudderStackCollector"),
     ("segment_exposure.testing", "AmplitudeEmulator"),
     ("segment_exposure.testing", "FlagConfigServer"),
 ]

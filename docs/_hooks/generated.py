@@ -290,7 +290,7 @@ def _deviations() -> dict[str, Any]:
 def segment_deviations() -> str:
     rows = []
     for row in _deviations()["segment_destination"]:
-        name = row["name"] + (" (Segment Function only)" if row.get("function_only") else "")
+        name = row["name"] + (" (Python translator only)" if row.get("translator_only") else "")
         whole = row.get("whole_event")
         fields = f"whole event ({whole})" if whole else ", ".join(_code(f) for f in row["fields"])
         rows.append([name, fields, row["why"]])

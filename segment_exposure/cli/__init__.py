@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from segment_exposure.cli.errors import UserError
+from segment_exposure.delivery.sources import SOURCES
 
 __all__ = ["COMMANDS", "UserError", "build_parser", "main"]
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="event name to treat as an exposure (repeatable)",
     )
+    _source_option(serve, default=None)
     serve.add_argument("--max-body-bytes", type=_positive_int, default=None, help="request body cap (16 MiB)")
     serve.add_argument(
         "--body-timeout", type=float, default=None, help="seconds a request body may take to arrive (10)"
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="event name to treat as an exposure (repeatable)",
     )
+    _source_option(translate)
 
     command("function", "print the Segment Function (JavaScript) source")
 
@@ -133,12 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
         help='warn about exposures without integrations {"Actions Amplitude": false} (information otherwise: '
         "a destination filter on Segment's side, which an export cannot show, does the same job)",
     )
+    _source_option(doctor)
     from .replay_args import EPILOG as REPLAY_EPILOG
     from .replay_args import add_arguments as replay_arguments
 
     EPILOGS.setdefault("replay", REPLAY_EPILOG)
     replay_arguments(command("replay", "replay archived Segment events into Amplitude, each exposure once"))
     return parser
+
+
+def _source_option(command: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--source``: whose Amplitude mapping applies (per event with auto: RudderStack's for its events)."""
+    command.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=default,
+        help="whose Amplitude mapping the events get: auto (RudderStack's for events RudderStack delivered, "
+        "Segment's for the rest), segment or rudderstack (default: "
+        + ("auto" if default else "$EVENT_SOURCE or auto")
+        + ")",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -206,6 +223,7 @@ def _run_translate(args: argparse.Namespace) -> int:
             min_id_length=args.min_id_length,
             exposure_events=events,
             strict=args.strict,
+            events_source=args.source,
         )
 
 
@@ -220,6 +238,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
             flags=flags,
             min_id_length=args.min_id_length,
             expect_integrations_flag=args.expect_integrations_flag,
+            events_source=args.source,
         )
     errors = sum(f.severity == "error" for f in findings)
     warnings = sum(f.severity == "warning" for f in findings)

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from segment_exposure.delivery.coerce import read_string, read_time_ms
 from segment_exposure.identity.id_rules import id_problem
+from segment_exposure.delivery.sources import RUDDERSTACK, check_source, detect_source
 
 from ..exposure import EXPOSURE_EVENT
 from .records import BadRecord, iter_records
@@ -158,18 +159,22 @@ def audit(
     min_id_length: int | None = None,
     now_ms: int | None = None,
     expect_integrations_flag: bool = False,
+    events_source: str = "auto",
 ) -> tuple[list[Finding], int]:
     """Run every check over ``source``; returns the findings with a count, and how many records were read.
 
     ``expect_integrations_flag`` makes a missing ``integrations: {"Actions Amplitude": false}`` a warning
     (for pipelines that rely on the flag rather than on a destination filter); it is information otherwise.
+    ``events_source`` is the translator's ``source``: RudderStack's events take ``anonymousId`` as the device
+    id, so a different ``context.device.id`` is no problem for them.
     """
+    check_source(events_source)
     findings = {name: Finding(name, *spec) for name, spec in CHECKS.items()}
     if expect_integrations_flag:
         findings["double_routing"].severity = "warning"
     seen_ids: dict[str, int] = {}
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    state = _Audit(findings, flags or {}, min_id_length, now_ms)
+    state = _Audit(findings, flags or {}, min_id_length, now_ms, events_source)
     total = 0
     for record in iter_records(source):
         total += 1
@@ -213,6 +218,13 @@ class _Audit:
     flags: Mapping[str, Mapping[str, set[str]]]
     min_id_length: int | None
     now_ms: int
+    source: str = "auto"
+
+    def rudderstack(self, event: Mapping[str, Any]) -> bool:
+        """Whether ``event`` gets RudderStack's Amplitude mapping (the translator's ``source`` rule)."""
+        if self.source != "auto":
+            return self.source == RUDDERSTACK
+        return isinstance(event, dict) and detect_source(event) == RUDDERSTACK
 
     def add(self, check: str, where: str, detail: str | None = None) -> None:
         self.findings[check].add(where, detail)
@@ -255,7 +267,13 @@ def _check_ids(audit: _Audit, event: Mapping[str, Any], where: str) -> None:
             if problem:
                 audit.add("invalid_id", where, f"{field_name} {text[:40]!r}")
     device_id, anonymous_id = device.get("id"), event.get("anonymousId")
-    if isinstance(device_id, str) and device_id and device_id != anonymous_id:
+    # RudderStack's mapping takes anonymousId first, so a different context.device.id does not matter there.
+    if (
+        isinstance(device_id, str)
+        and device_id
+        and device_id != anonymous_id
+        and not audit.rudderstack(event)
+    ):
         audit.add("device_id_mismatch", where)
 
 

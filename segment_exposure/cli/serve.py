@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from segment_exposure.cli.errors import UserError
 from segment_exposure.server import BatchDestination, ConfigError, ServerSettings
 from segment_exposure.server.asgi import DEFAULT_DELIVERY_THREADS, create_asgi_app
+from segment_exposure.server.settings import user_agent_parser_missing
 
 if TYPE_CHECKING:
     from segment_exposure.metrics.exporter import MultiprocessExporter
@@ -148,6 +149,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> ServerSet
             exposure_events=getattr(args, "exposure_event", None),
             max_body_bytes=getattr(args, "max_body_bytes", None),
             body_timeout=getattr(args, "body_timeout", None),
+            source=getattr(args, "source", None),
         )
     except ConfigError as exc:
         hint = " (or pass --api-key)" if args.api_key is None and "API key" in str(exc) else ""
@@ -209,6 +211,9 @@ def _when_ready(settings: ServerSettings, options: Mapping[str, Any]) -> Callabl
         )
         if not settings.shared_secret:
             logger.warning("SEGMENT_SHARED_SECRET is not set: requests are not authenticated")
+        missing = user_agent_parser_missing()
+        if missing:
+            logger.warning("%s", missing)
 
     return when_ready
 

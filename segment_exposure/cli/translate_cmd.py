@@ -21,12 +21,15 @@ def run_translate(
     min_id_length: int | None = None,
     exposure_events: tuple[str, ...] = ("$exposure",),
     strict: bool = False,
+    events_source: str = "auto",
 ) -> int:
     """Translate every record; report each failure on ``err`` with its line and error class.
 
     Events with odd secondary fields are repaired rather than failed (see
     `segment_exposure.delivery.translate.to_amplitude_event`); the summary counts them, and the repairs
     themselves are logged at DEBUG by ``segment_exposure.delivery.translate``.
+
+    ``events_source`` is the translator's ``source`` (``auto``, ``segment`` or ``rudderstack``).
 
     Returns the exit code: 0, or 1 when ``strict`` and anything failed.
     """
@@ -39,7 +42,11 @@ def run_translate(
         repairs: list[str] = []
         try:
             event = to_amplitude_event(
-                record.value, min_id_length=min_id_length, exposure_events=exposure_events, repairs=repairs
+                record.value,
+                min_id_length=min_id_length,
+                exposure_events=exposure_events,
+                source=events_source,
+                repairs=repairs,
             )
         except PermanentError as exc:
             failed += 1

@@ -26,6 +26,7 @@ from typing import Any
 
 from segment_exposure.delivery.amplitude import AmplitudeClient, EventOutcome, Status
 from segment_exposure.delivery.errors import PermanentError, RetryError, ValidationError
+from segment_exposure.delivery.sources import check_source
 from segment_exposure.delivery.translate import DEFAULT_EXPOSURE_EVENTS, to_amplitude_event
 
 __all__ = ["DEFAULT_DEADLINE", "AmplitudeExposureDestination"]
@@ -44,9 +45,10 @@ class AmplitudeExposureDestination:
     ``endpoint`` is a full ingestion URL (e.g. ``"http://127.0.0.1:8080/2/httpapi"``) and overrides
     ``region``. ``min_id_length`` applies both to the translator's checks and to Amplitude's
     ``options.min_id_length``. ``exposure_events`` are the event names accepted as exposures (each is sent as
-    ``$exposure``). ``deadline`` bounds each call in seconds. Other keyword arguments go to
-    ``AmplitudeClient`` (``api``, ``timeout``, ``gzip``, ``session``, backoff settings, ...); or pass a
-    ready ``client``.
+    ``$exposure``). ``source`` is ``"auto"`` (Segment's or RudderStack's mapping, per event: see
+    ``segment_exposure.delivery.sources``), ``"segment"`` or ``"rudderstack"``. ``deadline`` bounds each
+    call in seconds. Other keyword arguments go to ``AmplitudeClient`` (``api``, ``timeout``, ``gzip``,
+    ``session``, backoff settings, ...); or pass a ready ``client``.
     """
 
     def __init__(
@@ -58,9 +60,11 @@ class AmplitudeExposureDestination:
         min_id_length: int | None = None,
         exposure_events: Collection[str] = DEFAULT_EXPOSURE_EVENTS,
         deadline: float = DEFAULT_DEADLINE,
+        source: str = "auto",
         client: AmplitudeClient | None = None,
         **client_options: Any,
     ) -> None:
+        check_source(source)
         if client is None:
             if api_key is None:
                 raise ValueError("api_key is required (the Amplitude project's API key), or pass client=")
@@ -80,11 +84,12 @@ class AmplitudeExposureDestination:
         self.min_id_length = min_id_length
         self.exposure_events: tuple[str, ...] = tuple(exposure_events)
         self.deadline = deadline
+        self.source = source
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(client={self.client!r}, exposure_events={self.exposure_events!r}, "
-            f"deadline={self.deadline!r})"
+            f"deadline={self.deadline!r}, source={self.source!r})"
         )
 
     def __enter__(self) -> AmplitudeExposureDestination:
@@ -99,7 +104,7 @@ class AmplitudeExposureDestination:
     def translate(self, event: Any) -> dict[str, Any]:
         """The Amplitude event for ``event`` with this destination's settings; raises like ``on_track``."""
         return to_amplitude_event(
-            event, min_id_length=self.min_id_length, exposure_events=self.exposure_events
+            event, min_id_length=self.min_id_length, exposure_events=self.exposure_events, source=self.source
         )
 
     def on_track(self, event: Any) -> None:

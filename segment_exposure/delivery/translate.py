@@ -42,6 +42,13 @@ Repairs, never refusals: a secondary field Segment would coerce is coerced; one 
 out; lone surrogates become U+FFFD and NaN/Infinity become null, so the result always encodes as strict
 JSON in UTF-8. Each repair is logged at DEBUG and can be collected with ``repairs=[]``.
 
+RudderStack: events RudderStack delivers are mapped as RudderStack's own Amplitude destination maps them
+(``source="auto"`` tells them apart, :func:`segment_exposure.delivery.sources.detect_source`; ``"segment"`` or
+``"rudderstack"`` forces one mapping). Where the two differ is one table,
+:data:`segment_exposure.delivery.sources.SOURCE_DIFFERENCES`: device_id (``anonymousId`` first), session_id
+(``context.sessionId``), ip (``context.ip``, else ``request_ip``), platform ("Web" for the web channel),
+library ("rudderstack"), and the user agent (os_name/os_version on the web channel only).
+
 ``[Experiment]`` user properties: Amplitude sets ``[Experiment] <flag_key>`` itself from the exposure; one set
 by hand corrupts the experiment. Such keys (any case) are *stripped* from ``user_properties`` (also inside
 ``$set``-style operation objects) rather than rejecting the event.
@@ -74,6 +81,7 @@ from segment_exposure.delivery.sanitize import (
     strip_experiment,
     unsafe_event,
 )
+from segment_exposure.delivery.sources import RUDDERSTACK, check_source, detect_source
 from segment_exposure.delivery.useragent import user_agent_fields
 from segment_exposure.exposure import EXPOSURE_EVENT
 from segment_exposure.identity.id_rules import (
@@ -131,6 +139,9 @@ _CAMPAIGN_FIELDS = (
 _INITIAL = {name: "initial_" + name for name in ("referrer", *(n for _, n in _CAMPAIGN_FIELDS))}
 _IOS = re.compile("ios", re.IGNORECASE | re.ASCII)  # ASCII case only, as JavaScript's /ios/i
 _ANDROID = re.compile("android", re.IGNORECASE | re.ASCII)
+_RUDDERSTACK_LIBRARY = "rudderstack"  # what RudderStack's Amplitude destination sends as ``library``
+_RUDDERSTACK_UA_FIELDS = frozenset({"os_name", "os_version"})  # all it derives from a (web) user agent
+_MAX_SAFE_INTEGER = 2**53 - 1
 _log = logging.getLogger(__name__)
 
 
@@ -176,16 +187,25 @@ def _add_context(
     device: dict[str, Any],
     notes: list[str],
     user_agent_parsing: bool,
+    rudderstack: dict[str, Any] | None,
 ) -> None:
-    """Segment's default context mapping: strings as given, numbers/booleans as strings, others left out."""
+    """Segment's default context mapping: strings as given, numbers/booleans as strings, others left out.
+
+    ``rudderstack`` is the event when RudderStack's mapping applies (``None`` for Segment's): it changes the
+    user-agent fields, ip, platform and library (``sources.SOURCE_DIFFERENCES``).
+    """
+    web = rudderstack is not None and rudderstack.get("channel") == "web"
     user_agent = context.get("userAgent")
-    if user_agent_parsing and user_agent.__class__ is str and user_agent:
+    if user_agent_parsing and user_agent.__class__ is str and user_agent and (rudderstack is None or web):
         ua_data = context.get("userAgentData")
         if ua_data.__class__ is dict:
             model = read_string(ua_data.get("model"))
-            out.update(user_agent_fields(user_agent, model, read_string(ua_data.get("platformVersion"))))
+            derived = user_agent_fields(user_agent, model, read_string(ua_data.get("platformVersion")))
         else:
-            out.update(user_agent_fields(user_agent))
+            derived = user_agent_fields(user_agent)
+        if rudderstack is not None:
+            derived = tuple(pair for pair in derived if pair[0] in _RUDDERSTACK_UA_FIELDS)
+        out.update(derived)
     for section, pairs in _CONTEXT_FIELDS:
         sub = device if section == "device" else context.get(section)
         if sub.__class__ is dict:
@@ -216,10 +236,14 @@ def _add_context(
     if platform is not None:
         _add_string(out, "platform", platform, "context.device.type", notes)
     platform = out.get("platform")
-    if platform is not None:
-        out["platform"] = _ANDROID.sub("Android", _IOS.sub("iOS", platform, 1), 1)
-    elif out.get("library") == "analytics.js":
+    if web:
         out["platform"] = "Web"
+    elif platform is not None:
+        out["platform"] = _ANDROID.sub("Android", _IOS.sub("iOS", platform, 1), 1)
+    elif rudderstack is None and out.get("library") == "analytics.js":
+        out["platform"] = "Web"
+    if rudderstack is not None:
+        out["library"] = _RUDDERSTACK_LIBRARY
     ad_id = device.get("advertisingId")
     if ad_id is None:  # as in Segment, "" counts as given (and then leaves idfa/adid out)
         ad_id = device.get("idfa")
@@ -236,6 +260,18 @@ def _add_context(
             out["ip"] = ip
     elif ip is not None:
         notes.append(f"context.ip {show(ip)} left out: an IP address is a string")
+    if rudderstack is not None and "ip" not in out:
+        _add_request_ip(out, rudderstack, notes)
+
+
+def _add_request_ip(out: dict[str, Any], event: dict[str, Any], notes: list[str]) -> None:
+    """RudderStack's fallback when ``context.ip`` gives none: the IP its data plane saw (``request_ip``)."""
+    ip = event.get("request_ip")
+    if ip.__class__ is str:
+        if ip:
+            out["ip"] = ip
+    elif ip is not None:
+        notes.append(f"request_ip {show(ip)} left out: an IP address is a string")
 
 
 def _utm_properties(context: dict[str, Any], notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -318,15 +354,34 @@ def _session_id(event: dict[str, Any], notes: list[str]) -> int | None:
     return session_id
 
 
+def _rudderstack_session_id(context: dict[str, Any], notes: list[str]) -> int | None:
+    """``context.sessionId`` (RudderStack's SDKs: the session start in ms) if a positive whole number."""
+    raw = context.get("sessionId")
+    if raw is None:
+        return None
+    value = raw
+    digits = raw.__class__ is str and raw.isdigit() and raw.isascii() and len(raw) <= 16
+    if digits or (raw.__class__ is float and raw.is_integer()):
+        value = int(raw)
+    if value.__class__ is int and 0 < value <= _MAX_SAFE_INTEGER:
+        if value is not raw:
+            notes.append(f"context.sessionId {show(raw)} read as {value}")
+        return int(value)
+    if raw != -1:  # -1 is RudderStack's "no session": nothing to repair
+        notes.append(f"context.sessionId {show(raw)} left out: not a positive whole number")
+    return None
+
+
 def to_amplitude_event(
     event: Any,
     *,
     min_id_length: int | None = None,
     exposure_events: Collection[str] = DEFAULT_EXPOSURE_EVENTS,
     user_agent_parsing: bool = True,
+    source: str = "auto",
     repairs: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Translate one Segment track event into the Amplitude ``$exposure`` event to ingest.
+    """Translate one Segment (or RudderStack) track event into the Amplitude ``$exposure`` event to ingest.
 
     Raises ``EventNotSupported`` (not a track or not an exposure), ``InvalidEventPayload`` (no flag_key or
     no identity) or ``ValidationError`` (ids Amplitude refuses); none of them is worth retrying. Odd
@@ -334,8 +389,11 @@ def to_amplitude_event(
     logger and, when ``repairs`` is a list, appended to it. ``min_id_length`` must match the
     ``options.min_id_length`` sent to Amplitude (None means Amplitude's default, 5).
     ``user_agent_parsing`` is Segment's "User Agent Parsing" setting (on by default, needs the ``useragent``
-    extra); the Segment Function cannot parse user agents, so its output equals this with it off.
+    extra, which the ``server`` extra includes). ``source`` picks the mapping: ``"auto"`` (RudderStack's for
+    events RudderStack delivered, see :mod:`segment_exposure.delivery.sources`), ``"segment"`` or
+    ``"rudderstack"``; any other value raises ``ValueError``.
     """
+    check_source(source)
     if not isinstance(event, dict):
         raise InvalidEventPayload(
             f"expected a Segment event as a JSON object, got {kind_of(event)}: pass one parsed event"
@@ -376,12 +434,18 @@ def to_amplitude_event(
     device = context.get("device")
     if device.__class__ is not dict:
         device = _EMPTY
+    rudderstack = event if (source if source != "auto" else detect_source(event)) == RUDDERSTACK else None
     user_id = _identity_value(event.get("userId"), "userId", notes)
-    device_source = "context.device.id"
-    device_id = _identity_value(device.get("id"), device_source, notes)
-    if device_id is None:  # also for "": Segment would send no device_id at all (a deliberate deviation)
-        device_source = "anonymousId"
-        device_id = _identity_value(event.get("anonymousId"), device_source, notes)
+    # Segment's destination reads context.device.id first, RudderStack's anonymousId; each falls back on the
+    # other (also for "": Segment would send no device_id at all, a deliberate deviation).
+    sources = (("anonymousId", event), ("context.device.id", device))
+    if rudderstack is None:
+        sources = sources[::-1]
+    device_source, device_id = "anonymousId", None
+    for device_source, holder in sources:
+        device_id = _identity_value(holder.get(device_source.rsplit(".", 1)[-1]), device_source, notes)
+        if device_id is not None:
+            break
     if user_id is None and device_id is None:
         raise InvalidEventPayload(
             "the event has no identity: set userId, anonymousId or context.device.id so Amplitude "
@@ -420,11 +484,16 @@ def to_amplitude_event(
     user_properties = _user_properties(event, context, notes)
     if user_properties is not None:
         out["user_properties"] = user_properties
-    session_id = _session_id(event, notes)
+    session_id = _session_id(event, notes) if rudderstack is None else _rudderstack_session_id(context, notes)
     if session_id is not None:
         out["session_id"] = session_id
     if context:
-        _add_context(out, context, device, notes, user_agent_parsing)
+        _add_context(out, context, device, notes, user_agent_parsing, rudderstack)
+    elif rudderstack is not None:
+        _add_request_ip(out, rudderstack, notes)
+        out["library"] = _RUDDERSTACK_LIBRARY
+        if rudderstack.get("channel") == "web":
+            out["platform"] = "Web"
 
     try:
         if unsafe_event(out):  # NaN / Infinity (Python's json reads them) or a lone surrogate (half an emoji)

@@ -10,19 +10,30 @@ suites under the names it always had.
 from __future__ import annotations
 
 from segment_exposure.emulators.amplitude_emulator import FAULTS, AmplitudeEmulator, RecordedRequest
-from segment_exposure.emulators.collector import CollectorFault, SegmentCollector
+from segment_exposure.emulators.collector import (
+    RUDDERSTACK,
+    SEGMENT,
+    CollectorFault,
+    CollectorRules,
+    RudderStackCollector,
+    SegmentCollector,
+)
 from segment_exposure.emulators.flag_server import ExperimentRequest, FlagConfigServer, demo_flags
 from segment_exposure.emulators.pipeline import DestinationUnfinished, LocalPipeline
 
 __all__ = [
     "FAULTS",
+    "RUDDERSTACK",
+    "SEGMENT",
     "AmplitudeEmulator",
     "CollectorFault",
+    "CollectorRules",
     "DestinationUnfinished",
     "ExperimentRequest",
     "FlagConfigServer",
     "LocalPipeline",
     "RecordedRequest",
+    "RudderStackCollector",
     "SegmentCollector",
     "demo_flags",
 ]

@@ -6,6 +6,10 @@ so tests assert on what really crossed the wire rather than on what a mock was c
 analytics.js in a real browser it also takes single events (``/v1/t``, ``/v1/p``, ``/v1/i`` ..., as
 analytics.js sends them, with CORS) and serves the CDN settings
 (``GET /v1/projects/<write key>/settings``) that send them here.
+
+``RudderStackCollector`` is the same server with RudderStack's data-plane rules (:data:`RUDDERSTACK`): the
+write key only as Basic auth, 4000 KiB per request, and 413 for anything larger. The rules are a value
+(:class:`CollectorRules`) rather than a subclass hook, so both collectors share every line of handling.
 """
 
 from __future__ import annotations
@@ -24,13 +28,67 @@ from typing import Any
 
 from ._loopback import JSONHandler, LoopbackServer
 
-__all__ = ["CollectorFault", "SegmentCollector"]
+__all__ = [
+    "RUDDERSTACK",
+    "SEGMENT",
+    "CollectorFault",
+    "CollectorRules",
+    "RudderStackCollector",
+    "SegmentCollector",
+]
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
+#: rudder-server's default ``Gateway.maxReqSizeInKB`` (4000) times 1024. rudder-sdk-python's own checks are
+#: 4 MiB (4 << 20), a little more: a message or batch between the two passes the SDK and is refused here.
+RUDDERSTACK_MAX_REQUEST_BYTES = 4000 * 1024
 #: The single-event paths analytics.js posts to (``/v1/<first letter of the type>``), and their long names.
 SINGLE_EVENT_PATHS = frozenset(
     f"/v1/{name}" for t in ("track", "page", "identify", "group", "alias", "screen") for name in (t, t[0])
+)
+
+
+@dataclass(frozen=True)
+class CollectorRules:
+    """What a collector refuses, and how it says so: the part where Segment and RudderStack differ.
+
+    Attributes:
+        name: the service imitated, for messages.
+        max_message_bytes: the largest message (its JSON, in UTF-8) accepted.
+        max_batch_bytes: the largest request body accepted, after gzip is undone.
+        too_large_status: the status for a message or batch over its limit.
+        too_large_message: the message answered with it (``{limit}`` is filled in).
+        body_write_key: whether the body's ``writeKey`` authenticates too (Segment), or only Basic auth
+            with the write key as the user does (RudderStack).
+    """
+
+    name: str
+    max_message_bytes: int
+    max_batch_bytes: int
+    too_large_status: int
+    too_large_message: str
+    body_write_key: bool
+
+
+#: Segment's tracking API: 32 KB per message, 500 KB per batch, 400 for either; write key in auth or body.
+SEGMENT = CollectorRules(
+    "Segment",
+    max_message_bytes=MAX_MESSAGE_BYTES,
+    max_batch_bytes=MAX_BATCH_BYTES,
+    too_large_status=400,
+    too_large_message="{what} over {limit}KB",
+    body_write_key=True,
+)
+
+#: RudderStack's data plane (rudder-server's gateway): one 4000 KiB limit, 413 "Request size exceeds max
+#: limit", and the write key only as Basic auth ("Failed to read writeKey from header" without it).
+RUDDERSTACK = CollectorRules(
+    "RudderStack",
+    max_message_bytes=RUDDERSTACK_MAX_REQUEST_BYTES,
+    max_batch_bytes=RUDDERSTACK_MAX_REQUEST_BYTES,
+    too_large_status=413,
+    too_large_message="Request size exceeds max limit",
+    body_write_key=False,
 )
 
 
@@ -58,7 +116,8 @@ class SegmentCollector(LoopbackServer):
 
     Use it as a context manager, point a Segment client's ``host`` at ``collector.url`` and assert on
     ``collector.messages``. ``on_batch`` (optional) receives each accepted batch's messages; if it raises
-    the collector answers 500, so the sender retries, as it would if Segment itself failed.
+    the collector answers 500, so the sender retries, as it would if Segment itself failed. ``rules``
+    selects whose limits and authentication it enforces (:data:`SEGMENT` by default, :data:`RUDDERSTACK`).
     """
 
     thread_name = "segment-collector"
@@ -69,11 +128,15 @@ class SegmentCollector(LoopbackServer):
         *,
         on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
         port: int = 0,
+        rules: CollectorRules = SEGMENT,
     ) -> None:
         self.write_key = write_key
         self.on_batch = on_batch
+        self.rules = rules
         self.batches: list[list[dict[str, Any]]] = []
         self.requests = 0
+        #: Requests whose body came gzipped (``Content-Encoding: gzip``), accepted or not.
+        self.gzipped_requests = 0
         self.rejected: list[tuple[int, str]] = []
         self._faults: list[CollectorFault] = []
         self._cond = threading.Condition()
@@ -208,6 +271,7 @@ class SegmentCollector(LoopbackServer):
             self.batches.clear()
             self.rejected.clear()
             self.requests = 0
+            self.gzipped_requests = 0
 
     # -- request handling ----------------------------------------------------------------------------
 
@@ -244,9 +308,9 @@ class SegmentCollector(LoopbackServer):
             return 400, {"code": "invalid_request", "message": "body is not JSON"}
         if not isinstance(message, dict):
             return 400, {"code": "invalid_request", "message": "message is not an object"}
-        body_key = message.get("writeKey")
+        body_key = message.get("writeKey") if self.rules.body_write_key else None
         if self.write_key is not None and body_key != self.write_key and not self._authorized(headers):
-            return 401, {"code": "unauthorized", "message": "invalid write key"}
+            return self._unauthorized(headers)
         batch = json.dumps({"batch": [message]}).encode()
         return self._accept(headers, batch, authorized=True)
 
@@ -254,31 +318,48 @@ class SegmentCollector(LoopbackServer):
         expected = "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
         return bool(headers.get("Authorization") == expected)
 
+    def _unauthorized(self, headers: Any) -> tuple[int, dict[str, Any]]:
+        if not self.rules.body_write_key and not headers.get("Authorization"):
+            return 401, {"code": "unauthorized", "message": "Failed to read writeKey from header"}
+        return 401, {"code": "unauthorized", "message": "invalid write key"}
+
+    def _too_large(self, what: str, limit: int) -> tuple[int, dict[str, Any]]:
+        message = self.rules.too_large_message.format(what=what, limit=limit // 1024)
+        return self.rules.too_large_status, {"code": "invalid_request", "message": message}
+
     def _accept(self, headers: Any, raw: bytes, *, authorized: bool = False) -> tuple[int, dict[str, Any]]:
-        # The real API takes the write key as Basic auth or as the body's ``writeKey`` (which
-        # segment-analytics-python 2.3.x relies on: it sends no Authorization header).
+        # Segment takes the write key as Basic auth or as the body's ``writeKey`` (which
+        # segment-analytics-python 2.3.x relies on: it sends no Authorization header); RudderStack only
+        # as Basic auth.
+        rules = self.rules
         authorized = authorized or self.write_key is None or self._authorized(headers)
+        if not authorized and not rules.body_write_key:
+            return self._unauthorized(headers)
         if headers.get("Content-Encoding") == "gzip":
+            with self._cond:
+                self.gzipped_requests += 1
             try:
                 raw = gzip.decompress(raw)
             except OSError:
-                return _invalid("bad gzip body") if authorized else _unauthorized()
-        if len(raw) > MAX_BATCH_BYTES:
-            return _invalid("batch over 500KB") if authorized else _unauthorized()
+                return _invalid("bad gzip body") if authorized else self._unauthorized(headers)
+        if len(raw) > rules.max_batch_bytes:
+            return (
+                self._too_large("batch", rules.max_batch_bytes) if authorized else self._unauthorized(headers)
+            )
         try:
             body = json.loads(raw)
         except ValueError:
-            return _invalid("body is not JSON") if authorized else _unauthorized()
+            return _invalid("body is not JSON") if authorized else self._unauthorized(headers)
         if not authorized and not (isinstance(body, dict) and body.get("writeKey") == self.write_key):
-            return _unauthorized()
+            return self._unauthorized(headers)
         batch = body.get("batch") if isinstance(body, dict) else None
         if not isinstance(batch, list):
             return 400, {"code": "invalid_request", "message": "no batch"}
         for message in batch:
             if not isinstance(message, dict):
                 return 400, {"code": "invalid_request", "message": "message is not an object"}
-            if len(json.dumps(message).encode()) > MAX_MESSAGE_BYTES:
-                return 400, {"code": "invalid_request", "message": "message over 32KB"}
+            if len(json.dumps(message).encode()) > rules.max_message_bytes:
+                return self._too_large("message", rules.max_message_bytes)
         if self.on_batch is not None:
             try:
                 self.on_batch(batch)
@@ -294,8 +375,25 @@ def _invalid(message: str) -> tuple[int, dict[str, Any]]:
     return 400, {"code": "invalid_request", "message": message}
 
 
-def _unauthorized() -> tuple[int, dict[str, Any]]:
-    return 401, {"code": "unauthorized", "message": "invalid write key"}
+class RudderStackCollector(SegmentCollector):
+    """A local stand-in for RudderStack's data plane (``POST /v1/batch``): :class:`SegmentCollector` with
+    :data:`RUDDERSTACK`'s rules.
+
+    Point ``rudderstack.analytics.Client(write_key, host=collector.url)`` at it. It takes gzipped bodies
+    (the SDK gzips by default), wants the write key as Basic auth, and answers 413 to a request whose body
+    is over 4000 KiB once unzipped, as rudder-server's gateway does by default.
+    """
+
+    thread_name = "rudderstack-collector"
+
+    def __init__(
+        self,
+        write_key: str | None = None,
+        *,
+        on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+        port: int = 0,
+    ) -> None:
+        super().__init__(write_key, on_batch=on_batch, port=port, rules=RUDDERSTACK)
 
 
 def _handler_for(collector: SegmentCollector) -> type[BaseHTTPRequestHandler]:

@@ -8,9 +8,11 @@
  * This is a port of the Python package segment-exposure (segment_exposure/translate.py and
  * segment_exposure/amplitude.py). It translates exactly as the Python code does; the same golden vectors
  * (tests/vectors/translate) and the same Amplitude fault matrix are run against both.
- * One difference: Segment's own destination (and the Python translator with its useragent extra) derives
- * os_name, os_version, device_manufacturer, device_model and device_type from context.userAgent; a
- * Function can import no user-agent parser, so here those fields come only from the context itself.
+ * Like Segment's own destination, it derives os_name, os_version, device_manufacturer, device_model and
+ * device_type from context.userAgent with @amplitude/ua-parser-js 0.7.33 (MIT), bundled at the end of this
+ * file by scripts/function-build/build.mjs (a Function is one file: it can import nothing).
+ * Events RudderStack delivered (rudderId / request_ip, or its JavaScript SDK) are mapped as RudderStack's own
+ * Amplitude destination does (segment_exposure/delivery/sources.py lists the differences).
  *
  * Settings (create them in the function's Settings tab):
  *   apiKey          (string, secret, required) the Amplitude project's API key
@@ -19,6 +21,9 @@
  *   minIdLength     (number) Amplitude's options.min_id_length; default 5
  *   exposureEvents  (array of strings, or one comma-separated string) event names to treat as exposures;
  *                   default ["$exposure"]. Each is sent to Amplitude as "$exposure".
+ *   source          (string) "auto" (default: RudderStack's mapping for events RudderStack delivered),
+ *                   "segment" or "rudderstack"
+ *   userAgentParsing (boolean) derive device fields from context.userAgent, as Segment does; default true
  *
  * What Segment is told, per event:
  *   onTrack: returns when delivered; throws EventNotSupported / InvalidEventPayload / ValidationError when
@@ -36,6 +41,10 @@ const EXPOSURE_EVENT = '$exposure'
 const DEFAULT_MIN_ID_LENGTH = 5
 const EXPERIMENT_PREFIX = '[experiment]' // user properties Amplitude Experiment owns (compared lower-cased)
 const SEGMENT_INTEGRATION = 'Actions Amplitude'
+const SOURCES = ['auto', 'segment', 'rudderstack']
+const RUDDERSTACK_JS_LIBRARY = 'RudderLabs JavaScript SDK'
+const RUDDERSTACK_LIBRARY = 'rudderstack' // what RudderStack's Amplitude destination sends as library
+const RUDDERSTACK_UA_FIELDS = ['os_name', 'os_version'] // all it derives from a (web) user agent
 const TIME_FIELDS = ['timestamp', 'originalTimestamp', 'receivedAt']
 
 // Ids Amplitude refuses whatever min_id_length says (compared lower-cased).
@@ -363,9 +372,59 @@ function addString (out, target, value, where, notes) {
   else if (text) out[target] = text
 }
 
-// Segment's default context mapping. No user-agent parsing here: the Functions runtime allows no imports
-// (the one difference from the Python translator with its useragent extra).
-function addContext (out, context, device, notes) {
+// RudderStack's event (rudderId / request_ip stamped by its data plane, or its JavaScript SDK), else Segment's.
+function detectSource (event) {
+  if (get(event, 'rudderId') !== null || get(event, 'request_ip') !== null) return 'rudderstack'
+  const context = get(event, 'context')
+  const library = isObject(context) ? get(context, 'library') : null
+  if (isObject(library) && get(library, 'name') === RUDDERSTACK_JS_LIBRARY) return 'rudderstack'
+  return 'segment'
+}
+
+// Segment's rule over @amplitude/ua-parser-js (its user-agent.ts), as [field, value] pairs without the absent.
+const uaCache = new Map()
+function userAgentFields (userAgent, uaModel, platformVersion) {
+  const key = JSON.stringify([userAgent, uaModel, platformVersion])
+  let fields = uaCache.get(key)
+  if (fields !== undefined) return fields
+  const parser = new UAParser(userAgent)
+  const browser = parser.getBrowser()
+  const os = parser.getOS()
+  const device = parser.getDevice()
+  const pick = (...values) => values.find((v) => v !== undefined && v !== null)
+  fields = [
+    ['os_name', pick(os.name, browser.name)],
+    ['os_version', pick(platformVersion, browser.major)],
+    ['device_manufacturer', pick(device.vendor)],
+    ['device_model', pick(uaModel, device.model, os.name)],
+    ['device_type', pick(device.type)]
+  ].filter(([, value]) => value !== undefined)
+  if (uaCache.size >= 4096) uaCache.clear()
+  uaCache.set(key, fields)
+  return fields
+}
+
+function addRequestIp (out, event, notes) {
+  const ip = get(event, 'request_ip')
+  if (typeof ip === 'string') {
+    if (ip) out.ip = ip
+  } else if (ip !== null) {
+    notes.push(`request_ip ${show(ip)} left out: an IP address is a string`)
+  }
+}
+
+// Segment's default context mapping; rudderstack is the event when RudderStack's mapping applies, else null.
+function addContext (out, context, device, notes, userAgentParsing, rudderstack) {
+  const web = rudderstack !== null && get(rudderstack, 'channel') === 'web'
+  const userAgent = get(context, 'userAgent')
+  if (userAgentParsing && typeof userAgent === 'string' && userAgent && (rudderstack === null || web)) {
+    const uaData = get(context, 'userAgentData')
+    let derived = isObject(uaData)
+      ? userAgentFields(userAgent, readString(get(uaData, 'model')), readString(get(uaData, 'platformVersion')))
+      : userAgentFields(userAgent, null, null)
+    if (rudderstack !== null) derived = derived.filter(([field]) => RUDDERSTACK_UA_FIELDS.includes(field))
+    for (const [field, value] of derived) out[field] = value
+  }
   for (const [section, pairs] of CONTEXT_FIELDS) {
     const sub = section === 'device' ? device : get(context, section)
     if (!isObject(sub)) continue
@@ -390,11 +449,14 @@ function addContext (out, context, device, notes) {
   }
   const type = get(device, 'type')
   if (type !== null) addString(out, 'platform', type, 'context.device.type', notes)
-  if (out.platform !== undefined) {
+  if (web) {
+    out.platform = 'Web'
+  } else if (out.platform !== undefined) {
     out.platform = out.platform.replace(/ios/i, 'iOS').replace(/android/i, 'Android')
-  } else if (out.library === 'analytics.js') {
+  } else if (rudderstack === null && out.library === 'analytics.js') {
     out.platform = 'Web'
   }
+  if (rudderstack !== null) out.library = RUDDERSTACK_LIBRARY
   let adId = get(device, 'advertisingId')
   if (adId === null) adId = get(device, 'idfa') // as in Segment, "" counts as given
   if (adId !== null) {
@@ -409,6 +471,7 @@ function addContext (out, context, device, notes) {
   } else if (ip !== null) {
     notes.push(`context.ip ${show(ip)} left out: an IP address is a string`)
   }
+  if (rudderstack !== null && out.ip === undefined) addRequestIp(out, rudderstack, notes)
 }
 
 // Segment's $setOnce {initial_referrer, initial_utm_*} and $set {referrer, utm_*} defaults.
@@ -488,6 +551,20 @@ function sessionId (event, notes) {
   return session
 }
 
+// context.sessionId (RudderStack's SDKs: the session start in ms) if a positive whole number, else null.
+function rudderstackSessionId (context, notes) {
+  const raw = context === null ? null : get(context, 'sessionId')
+  if (raw === null) return null
+  let value = raw
+  if (typeof raw === 'string' && /^[0-9]{1,16}$/.test(raw)) value = Number(raw)
+  if (typeof value === 'number' && Number.isInteger(value) && value > 0 && value <= Number.MAX_SAFE_INTEGER) {
+    if (typeof raw !== 'number') notes.push(`context.sessionId ${show(raw)} read as ${value}`)
+    return value
+  }
+  if (raw !== -1) notes.push(`context.sessionId ${show(raw)} left out: not a positive whole number`)
+  return null
+}
+
 function exposureProperties (event) {
   const props = get(event, 'properties')
   if (!isObject(props)) {
@@ -503,7 +580,7 @@ function exposureProperties (event) {
   return copyObject(props) // passed as given, variant and experiment_key included (as Segment does)
 }
 
-// options: {minIdLength: positive integer, exposureEvents: array of names}, from translationOptions().
+// options: {minIdLength, exposureEvents, source, userAgentParsing}, from translationOptions().
 function toAmplitudeEvent (event, options) {
   if (!isObject(event)) {
     throw new InvalidEventPayload(
@@ -530,12 +607,19 @@ function toAmplitudeEvent (event, options) {
     context = null
   }
   const device = context !== null && isObject(get(context, 'device')) ? get(context, 'device') : {}
+  const source = options.source === 'auto' ? detectSource(event) : options.source
+  const rudderstack = source === 'rudderstack' ? event : null
   const userId = identityValue(get(event, 'userId'), 'userId', notes)
-  let deviceSource = 'context.device.id'
-  let deviceId = identityValue(get(device, 'id'), deviceSource, notes)
-  if (deviceId === null) { // also for "": Segment would send no device_id at all (a deliberate deviation)
-    deviceSource = 'anonymousId'
-    deviceId = identityValue(get(event, 'anonymousId'), deviceSource, notes)
+  // Segment's destination reads context.device.id first, RudderStack's anonymousId; each falls back on the
+  // other (also for "": Segment would send no device_id at all, a deliberate deviation).
+  const deviceSources = [['anonymousId', event, 'anonymousId'], ['context.device.id', device, 'id']]
+  if (rudderstack === null) deviceSources.reverse()
+  let deviceSource = 'anonymousId'
+  let deviceId = null
+  for (const [where, holder, key] of deviceSources) {
+    deviceSource = where
+    deviceId = identityValue(get(holder, key), where, notes)
+    if (deviceId !== null) break
   }
   if (userId === null && deviceId === null) {
     throw new InvalidEventPayload(
@@ -571,9 +655,15 @@ function toAmplitudeEvent (event, options) {
   out.event_properties = eventProperties
   const props = userProperties(event, context, notes)
   if (props !== null) out.user_properties = props
-  const session = sessionId(event, notes)
+  const session = rudderstack === null ? sessionId(event, notes) : rudderstackSessionId(context, notes)
   if (session !== null) out.session_id = session
-  if (context !== null) addContext(out, context, device, notes)
+  if (context !== null) {
+    addContext(out, context, device, notes, options.userAgentParsing, rudderstack)
+  } else if (rudderstack !== null) {
+    addRequestIp(out, rudderstack, notes)
+    out.library = RUDDERSTACK_LIBRARY
+    if (get(rudderstack, 'channel') === 'web') out.platform = 'Web'
+  }
 
   const state = { changed: false }
   const fixed = wellFormed(out, state)
@@ -612,10 +702,24 @@ function translationOptions (settings) {
     throw settingsError('exposureEvents must be a list of event names')
   }
   names = names.filter((n) => n !== '')
+  const sourceGiven = get(settings, 'source')
+  const source = sourceGiven === null || sourceGiven === '' ? 'auto' : String(sourceGiven).trim().toLowerCase()
+  if (!SOURCES.includes(source)) {
+    throw settingsError(`source must be one of ${SOURCES.join(', ')}, got ${show(sourceGiven)}`)
+  }
+  let parsing = get(settings, 'userAgentParsing') // Segment's UI may send the text "true" / "false"
+  if (typeof parsing === 'string') parsing = parsing.trim().toLowerCase()
+  if (parsing === null || parsing === '' || parsing === 'true') parsing = true
+  else if (parsing === 'false') parsing = false
+  if (typeof parsing !== 'boolean') {
+    throw settingsError(`userAgentParsing must be true or false, got ${show(get(settings, 'userAgentParsing'))}`)
+  }
   return {
     minIdLength,
     sendMinIdLength: given !== null && given !== '', // else Amplitude's own default applies
-    exposureEvents: names.length ? names : [EXPOSURE_EVENT]
+    exposureEvents: names.length ? names : [EXPOSURE_EVENT],
+    source,
+    userAgentParsing: parsing
   }
 }
 
@@ -1135,3 +1239,32 @@ async function onBatch (events, settings) {
   }
   return results
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The user-agent parser (UAParser), bundled: a Function can import nothing.
+// ---- BEGIN GENERATED by scripts/function-build/build.mjs: @amplitude/ua-parser-js; do not edit ----
+// @amplitude/ua-parser-js 0.7.33 (MIT), https://github.com/amplitude/ua-parser-js, bundled with esbuild:
+// Segment's destination parses context.userAgent with it, so the Function derives the same device fields.
+// MIT License
+//
+// Copyright (c) 2012-2021 Faisal Salman <<f@faisalman.com>>
+//
+// Permission is hereby granted, free of charge, to any person obtaining a copy
+// of this software and associated documentation files (the "Software"), to deal
+// in the Software without restriction, including without limitation the rights
+// to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+// copies of the Software, and to permit persons to whom the Software is
+// furnished to do so, subject to the following conditions:
+//
+// The above copyright notice and this permission notice shall be included in all
+// copies or substantial portions of the Software.
+//
+// THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+// IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+// FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+// AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+// LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+// OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+// SOFTWARE.
+var UAParser=(()=>{var ci=(h,d)=>()=>{try{return d||h((d={exports:{}}).exports,d),d.exports}catch(V){throw d=0,V}};var di=ci((S,L)=>{(function(h,d){"use strict";var V="0.7.33",N="",J="?",j="function",g="undefined",D="object",R="string",mi="major",o="model",a="name",i="type",e="vendor",r="version",f="architecture",E="console",s="mobile",t="tablet",p="smarttv",_="wearable",Q="embedded",F=350,G="Amazon",k="Apple",ii="ASUS",ei="BlackBerry",x="Browser",M="Chrome",pi="Edge",q="Firefox",z="Google",oi="Huawei",W="LG",H="Microsoft",ai="Motorola",C="Opera",Y="Samsung",ri="Sharp",U="Sony",Z="Xiaomi",X="Zebra",ti="Facebook",hi=function(n,l){var b={};for(var u in n)l[u]&&l[u].length%2===0?b[u]=l[u].concat(n[u]):b[u]=n[u];return b},P=function(n){for(var l={},b=0;b<n.length;b++)l[n[b].toUpperCase()]=n[b];return l},si=function(n,l){return typeof n===R?A(l).indexOf(A(n))!==-1:!1},A=function(n){return n.toLowerCase()},fi=function(n){return typeof n===R?n.replace(/[^\d\.]/g,N).split(".")[0]:d},$=function(n,l){if(typeof n===R)return n=n.replace(/^\s\s*/,N),typeof l===g?n:n.substring(0,F)},T=function(n,l){for(var b=0,u,w,I,c,O,v;b<l.length&&!O;){var wi=l[b],li=l[b+1];for(u=w=0;u<wi.length&&!O;)if(O=wi[u++].exec(n),O)for(I=0;I<li.length;I++)v=O[++w],c=li[I],typeof c===D&&c.length>0?c.length===2?typeof c[1]==j?this[c[0]]=c[1].call(this,v):this[c[0]]=c[1]:c.length===3?typeof c[1]===j&&!(c[1].exec&&c[1].test)?this[c[0]]=v?c[1].call(this,v,c[2]):d:this[c[0]]=v?v.replace(c[1],c[2]):d:c.length===4&&(this[c[0]]=v?c[3].call(this,v.replace(c[1],c[2])):d):this[c]=v||d;b+=2}},K=function(n,l){for(var b in l)if(typeof l[b]===D&&l[b].length>0){for(var u=0;u<l[b].length;u++)if(si(l[b][u],n))return b===J?d:b}else if(si(l[b],n))return b===J?d:b;return n},vi={"1.0":"/8",1.2:"/1",1.3:"/3","2.0":"/412","2.0.2":"/416","2.0.3":"/417","2.0.4":"/419","?":"/"},ni={ME:"4.90","NT 3.11":"NT3.51","NT 4.0":"NT4.0",2e3:"NT 5.0",XP:["NT 5.1","NT 5.2"],Vista:"NT 6.0",7:"NT 6.1",8:"NT 6.2",8.1:"NT 6.3",10:["NT 6.4","NT 10.0"],RT:"ARM"},bi={browser:[[/\b(?:crmo|crios)\/([\w\.]+)/i],[r,[a,"Chrome"]],[/edg(?:e|ios|a)?\/([\w\.]+)/i],[r,[a,"Edge"]],[/(opera mini)\/([-\w\.]+)/i,/(opera [mobiletab]{3,6})\b.+version\/([-\w\.]+)/i,/(opera)(?:.+version\/|[\/ ]+)([\w\.]+)/i],[a,r],[/opios[\/ ]+([\w\.]+)/i],[r,[a,C+" Mini"]],[/\bopr\/([\w\.]+)/i],[r,[a,C]],[/(kindle)\/([\w\.]+)/i,/(lunascape|maxthon|netfront|jasmine|blazer)[\/ ]?([\w\.]*)/i,/(avant |iemobile|slim)(?:browser)?[\/ ]?([\w\.]*)/i,/(ba?idubrowser)[\/ ]?([\w\.]+)/i,/(?:ms|\()(ie) ([\w\.]+)/i,/(flock|rockmelt|midori|epiphany|silk|skyfire|ovibrowser|bolt|iron|vivaldi|iridium|phantomjs|bowser|quark|qupzilla|falkon|rekonq|puffin|brave|whale|qqbrowserlite|qq|duckduckgo)\/([-\w\.]+)/i,/(weibo)__([\d\.]+)/i],[a,r],[/(?:\buc? ?browser|(?:juc.+)ucweb)[\/ ]?([\w\.]+)/i],[r,[a,"UC"+x]],[/microm.+\bqbcore\/([\w\.]+)/i,/\bqbcore\/([\w\.]+).+microm/i],[r,[a,"WeChat(Win) Desktop"]],[/micromessenger\/([\w\.]+)/i],[r,[a,"WeChat"]],[/konqueror\/([\w\.]+)/i],[r,[a,"Konqueror"]],[/trident.+rv[: ]([\w\.]{1,9})\b.+like gecko/i],[r,[a,"IE"]],[/yabrowser\/([\w\.]+)/i],[r,[a,"Yandex"]],[/(avast|avg)\/([\w\.]+)/i],[[a,/(.+)/,"$1 Secure "+x],r],[/\bfocus\/([\w\.]+)/i],[r,[a,q+" Focus"]],[/\bopt\/([\w\.]+)/i],[r,[a,C+" Touch"]],[/coc_coc\w+\/([\w\.]+)/i],[r,[a,"Coc Coc"]],[/dolfin\/([\w\.]+)/i],[r,[a,"Dolphin"]],[/coast\/([\w\.]+)/i],[r,[a,C+" Coast"]],[/miuibrowser\/([\w\.]+)/i],[r,[a,"MIUI "+x]],[/fxios\/([-\w\.]+)/i],[r,[a,q]],[/\bqihu|(qi?ho?o?|360)browser/i],[[a,"360 "+x]],[/(oculus|samsung|sailfish|huawei)browser\/([\w\.]+)/i],[[a,/(.+)/,"$1 "+x],r],[/(comodo_dragon)\/([\w\.]+)/i],[[a,/_/g," "],r],[/(electron)\/([\w\.]+) safari/i,/(tesla)(?: qtcarbrowser|\/(20\d\d\.[-\w\.]+))/i,/m?(qqbrowser|baiduboxapp|2345Explorer)[\/ ]?([\w\.]+)/i],[a,r],[/(metasr)[\/ ]?([\w\.]+)/i,/(lbbrowser)/i,/\[(linkedin)app\]/i],[a],[/((?:fban\/fbios|fb_iab\/fb4a)(?!.+fbav)|;fbav\/([\w\.]+);)/i],[[a,ti],r],[/safari (line)\/([\w\.]+)/i,/\b(line)\/([\w\.]+)\/iab/i,/(chromium|instagram)[\/ ]([-\w\.]+)/i],[a,r],[/\bgsa\/([\w\.]+) .*safari\//i],[r,[a,"GSA"]],[/headlesschrome(?:\/([\w\.]+)| )/i],[r,[a,M+" Headless"]],[/ wv\).+(chrome)\/([\w\.]+)/i],[[a,M+" WebView"],r],[/droid.+ version\/([\w\.]+)\b.+(?:mobile safari|safari)/i],[r,[a,"Android "+x]],[/(chrome|omniweb|arora|[tizenoka]{5} ?browser)\/v?([\w\.]+)/i],[a,r],[/version\/([\w\.\,]+) .*mobile\/\w+ (safari)/i],[r,[a,"Mobile Safari"]],[/version\/([\w(\.|\,)]+) .*(mobile ?safari|safari)/i],[r,a],[/webkit.+?(mobile ?safari|safari)(\/[\w\.]+)/i],[a,[r,K,vi]],[/(webkit|khtml)\/([\w\.]+)/i],[a,r],[/(navigator|netscape\d?)\/([-\w\.]+)/i],[[a,"Netscape"],r],[/mobile vr; rv:([\w\.]+)\).+firefox/i],[r,[a,q+" Reality"]],[/ekiohf.+(flow)\/([\w\.]+)/i,/(swiftfox)/i,/(icedragon|iceweasel|camino|chimera|fennec|maemo browser|minimo|conkeror|klar)[\/ ]?([\w\.\+]+)/i,/(seamonkey|k-meleon|icecat|iceape|firebird|phoenix|palemoon|basilisk|waterfox)\/([-\w\.]+)$/i,/(firefox)\/([\w\.]+)/i,/(mozilla)\/([\w\.]+) .+rv\:.+gecko\/\d+/i,/(polaris|lynx|dillo|icab|doris|amaya|w3m|netsurf|sleipnir|obigo|mosaic|(?:go|ice|up)[\. ]?browser)[-\/ ]?v?([\w\.]+)/i,/(links) \(([\w\.]+)/i],[a,r],[/(cobalt)\/([\w\.]+)/i],[a,[r,/master.|lts./,""]]],cpu:[[/(?:(amd|x(?:(?:86|64)[-_])?|wow|win)64)[;\)]/i],[[f,"amd64"]],[/(ia32(?=;))/i],[[f,A]],[/((?:i[346]|x)86)[;\)]/i],[[f,"ia32"]],[/\b(aarch64|arm(v?8e?l?|_?64))\b/i],[[f,"arm64"]],[/\b(arm(?:v[67])?ht?n?[fl]p?)\b/i],[[f,"armhf"]],[/windows (ce|mobile); ppc;/i],[[f,"arm"]],[/((?:ppc|powerpc)(?:64)?)(?: mac|;|\))/i],[[f,/ower/,N,A]],[/(sun4\w)[;\)]/i],[[f,"sparc"]],[/((?:avr32|ia64(?=;))|68k(?=\))|\barm(?=v(?:[1-7]|[5-7]1)l?|;|eabi)|(?=atmel )avr|(?:irix|mips|sparc)(?:64)?\b|pa-risc)/i],[[f,A]]],device:[[/\b(sch-i[89]0\d|shw-m380s|sm-[ptx]\w{2,4}|gt-[pn]\d{2,4}|sgh-t8[56]9|nexus 10)/i],[o,[e,Y],[i,t]],[/\b((?:s[cgp]h|gt|sm)-\w+|galaxy nexus)/i,/samsung[- ]([-\w]+)/i,/sec-(sgh\w+)/i],[o,[e,Y],[i,s]],[/((ipod|iphone)\d+,\d+)/i],[o,[e,k],[i,s]],[/(ipad\d+,\d+)/i],[o,[e,k],[i,t]],[/\((ip(?:hone|od)[\w ]*);/i],[o,[e,k],[i,s]],[/\((ipad);[-\w\),; ]+apple/i,/applecoremedia\/[\w\.]+ \((ipad)/i,/\b(ipad)\d\d?,\d\d?[;\]].+ios/i],[o,[e,k],[i,t]],[/(macintosh);/i],[o,[e,k]],[/\b((?:ag[rs][23]?|bah2?|sht?|btv)-a?[lw]\d{2})\b(?!.+d\/s)/i],[o,[e,oi],[i,t]],[/(?:huawei|honor)([-\w ]+)[;\)]/i,/\b(nexus 6p|\w{2,4}e?-[atu]?[ln][\dx][012359c][adn]?)\b(?!.+d\/s)/i],[o,[e,oi],[i,s]],[/\b(poco[\w ]+)(?: bui|\))/i,/\b; (\w+) build\/hm\1/i,/\b(hm[-_ ]?note?[_ ]?(?:\d\w)?) bui/i,/\b(redmi[\-_ ]?(?:note|k)?[\w_ ]+)(?: bui|\))/i,/\b(mi[-_ ]?(?:a\d|one|one[_ ]plus|note lte|max|cc)?[_ ]?(?:\d?\w?)[_ ]?(?:plus|se|lite)?)(?: bui|\))/i],[[o,/_/g," "],[e,Z],[i,s]],[/\b(mi[-_ ]?(?:pad)(?:[\w_ ]+))(?: bui|\))/i],[[o,/_/g," "],[e,Z],[i,t]],[/; (\w+) bui.+ oppo/i,/\b(cph[12]\d{3}|p(?:af|c[al]|d\w|e[ar])[mt]\d0|x9007|a101op)\b/i],[o,[e,"OPPO"],[i,s]],[/vivo (\w+)(?: bui|\))/i,/\b(v[12]\d{3}\w?[at])(?: bui|;)/i],[o,[e,"Vivo"],[i,s]],[/\b(rmx[12]\d{3})(?: bui|;|\))/i],[o,[e,"Realme"],[i,s]],[/\b(milestone|droid(?:[2-4x]| (?:bionic|x2|pro|razr))?:?( 4g)?)\b[\w ]+build\//i,/\bmot(?:orola)?[- ](\w*)/i,/((?:moto[\w\(\) ]+|xt\d{3,4}|nexus 6)(?= bui|\)))/i],[o,[e,ai],[i,s]],[/\b(mz60\d|xoom[2 ]{0,2}) build\//i],[o,[e,ai],[i,t]],[/((?=lg)?[vl]k\-?\d{3}) bui| 3\.[-\w; ]{10}lg?-([06cv9]{3,4})/i],[o,[e,W],[i,t]],[/(lm(?:-?f100[nv]?|-[\w\.]+)(?= bui|\))|nexus [45])/i,/\blg[-e;\/ ]+((?!browser|netcast|android tv)\w+)/i,/\blg-?([\d\w]+) bui/i],[o,[e,W],[i,s]],[/(ideatab[-\w ]+)/i,/lenovo ?(s[56]000[-\w]+|tab(?:[\w ]+)|yt[-\d\w]{6}|tb[-\d\w]{6})/i],[o,[e,"Lenovo"],[i,t]],[/(?:maemo|nokia).*(n900|lumia \d+)/i,/nokia[-_ ]?([-\w\.]*)/i],[[o,/_/g," "],[e,"Nokia"],[i,s]],[/(pixel c)\b/i],[o,[e,z],[i,t]],[/droid.+; (pixel[\daxl ]{0,6})(?: bui|\))/i],[o,[e,z],[i,s]],[/droid.+ (a?\d[0-2]{2}so|[c-g]\d{4}|so[-gl]\w+|xq-a\w[4-7][12])(?= bui|\).+chrome\/(?![1-6]{0,1}\d\.))/i],[o,[e,U],[i,s]],[/sony tablet [ps]/i,/\b(?:sony)?sgp\w+(?: bui|\))/i],[[o,"Xperia Tablet"],[e,U],[i,t]],[/ (kb2005|in20[12]5|be20[12][59])\b/i,/(?:one)?(?:plus)? (a\d0\d\d)(?: b|\))/i],[o,[e,"OnePlus"],[i,s]],[/(alexa)webm/i,/(kf[a-z]{2}wi)( bui|\))/i,/(kf[a-z]+)( bui|\)).+silk\//i],[o,[e,G],[i,t]],[/((?:sd|kf)[0349hijorstuw]+)( bui|\)).+silk\//i],[[o,/(.+)/g,"Fire Phone $1"],[e,G],[i,s]],[/(playbook);[-\w\),; ]+(rim)/i],[o,e,[i,t]],[/\b((?:bb[a-f]|st[hv])100-\d)/i,/\(bb10; (\w+)/i],[o,[e,ei],[i,s]],[/(?:\b|asus_)(transfo[prime ]{4,10} \w+|eeepc|slider \w+|nexus 7|padfone|p00[cj])/i],[o,[e,ii],[i,t]],[/ (z[bes]6[027][012][km][ls]|zenfone \d\w?)\b/i],[o,[e,ii],[i,s]],[/(nexus 9)/i],[o,[e,"HTC"],[i,t]],[/(htc)[-;_ ]{1,2}([\w ]+(?=\)| bui)|\w+)/i,/(zte)[- ]([\w ]+?)(?: bui|\/|\))/i,/(alcatel|geeksphone|nexian|panasonic|sony(?!-bra))[-_ ]?([-\w]*)/i],[e,[o,/_/g," "],[i,s]],[/droid.+; ([ab][1-7]-?[0178a]\d\d?)/i],[o,[e,"Acer"],[i,t]],[/droid.+; (m[1-5] note) bui/i,/\bmz-([-\w]{2,})/i],[o,[e,"Meizu"],[i,s]],[/\b(sh-?[altvz]?\d\d[a-ekm]?)/i],[o,[e,ri],[i,s]],[/(blackberry|benq|palm(?=\-)|sonyericsson|acer|asus|dell|meizu|motorola|polytron)[-_ ]?([-\w]*)/i,/(hp) ([\w ]+\w)/i,/(asus)-?(\w+)/i,/(microsoft); (lumia[\w ]+)/i,/(lenovo)[-_ ]?([-\w]+)/i,/(jolla)/i,/(oppo) ?([\w ]+) bui/i],[e,o,[i,s]],[/(archos) (gamepad2?)/i,/(hp).+(touchpad(?!.+tablet)|tablet)/i,/(kindle)\/([\w\.]+)/i,/(nook)[\w ]+build\/(\w+)/i,/(dell) (strea[kpr\d ]*[\dko])/i,/(le[- ]+pan)[- ]+(\w{1,9}) bui/i,/(trinity)[- ]*(t\d{3}) bui/i,/(gigaset)[- ]+(q\w{1,9}) bui/i,/(vodafone) ([\w ]+)(?:\)| bui)/i],[e,o,[i,t]],[/(surface duo)/i],[o,[e,H],[i,t]],[/droid [\d\.]+; (fp\du?)(?: b|\))/i],[o,[e,"Fairphone"],[i,s]],[/(u304aa)/i],[o,[e,"AT&T"],[i,s]],[/\bsie-(\w*)/i],[o,[e,"Siemens"],[i,s]],[/\b(rct\w+) b/i],[o,[e,"RCA"],[i,t]],[/\b(venue[\d ]{2,7}) b/i],[o,[e,"Dell"],[i,t]],[/\b(q(?:mv|ta)\w+) b/i],[o,[e,"Verizon"],[i,t]],[/\b(?:barnes[& ]+noble |bn[rt])([\w\+ ]*) b/i],[o,[e,"Barnes & Noble"],[i,t]],[/\b(tm\d{3}\w+) b/i],[o,[e,"NuVision"],[i,t]],[/\b(k88) b/i],[o,[e,"ZTE"],[i,t]],[/\b(nx\d{3}j) b/i],[o,[e,"ZTE"],[i,s]],[/\b(gen\d{3}) b.+49h/i],[o,[e,"Swiss"],[i,s]],[/\b(zur\d{3}) b/i],[o,[e,"Swiss"],[i,t]],[/\b((zeki)?tb.*\b) b/i],[o,[e,"Zeki"],[i,t]],[/\b([yr]\d{2}) b/i,/\b(dragon[- ]+touch |dt)(\w{5}) b/i],[[e,"Dragon Touch"],o,[i,t]],[/\b(ns-?\w{0,9}) b/i],[o,[e,"Insignia"],[i,t]],[/\b((nxa|next)-?\w{0,9}) b/i],[o,[e,"NextBook"],[i,t]],[/\b(xtreme\_)?(v(1[045]|2[015]|[3469]0|7[05])) b/i],[[e,"Voice"],o,[i,s]],[/\b(lvtel\-)?(v1[12]) b/i],[[e,"LvTel"],o,[i,s]],[/\b(ph-1) /i],[o,[e,"Essential"],[i,s]],[/\b(v(100md|700na|7011|917g).*\b) b/i],[o,[e,"Envizen"],[i,t]],[/\b(trio[-\w\. ]+) b/i],[o,[e,"MachSpeed"],[i,t]],[/\btu_(1491) b/i],[o,[e,"Rotor"],[i,t]],[/(shield[\w ]+) b/i],[o,[e,"Nvidia"],[i,t]],[/(sprint) (\w+)/i],[e,o,[i,s]],[/(kin\.[onetw]{3})/i],[[o,/\./g," "],[e,H],[i,s]],[/droid.+; (cc6666?|et5[16]|mc[239][23]x?|vc8[03]x?)\)/i],[o,[e,X],[i,t]],[/droid.+; (ec30|ps20|tc[2-8]\d[kx])\)/i],[o,[e,X],[i,s]],[/(ouya)/i,/(nintendo) ([wids3utch]+)/i],[e,o,[i,E]],[/droid.+; (shield) bui/i],[o,[e,"Nvidia"],[i,E]],[/(playstation [345portablevi]+)/i],[o,[e,U],[i,E]],[/\b(xbox(?: one)?(?!; xbox))[\); ]/i],[o,[e,H],[i,E]],[/smart-tv.+(samsung)/i],[e,[i,p]],[/hbbtv.+maple;(\d+)/i],[[o,/^/,"SmartTV"],[e,Y],[i,p]],[/(nux; netcast.+smarttv|lg (netcast\.tv-201\d|android tv))/i],[[e,W],[i,p]],[/(apple) ?tv/i],[e,[o,k+" TV"],[i,p]],[/crkey/i],[[o,M+"cast"],[e,z],[i,p]],[/droid.+aft(\w)( bui|\))/i],[o,[e,G],[i,p]],[/\(dtv[\);].+(aquos)/i,/(aquos-tv[\w ]+)\)/i],[o,[e,ri],[i,p]],[/(bravia[\w ]+)( bui|\))/i],[o,[e,U],[i,p]],[/(mitv-\w{5}) bui/i],[o,[e,Z],[i,p]],[/\b(roku)[\dx]*[\)\/]((?:dvp-)?[\d\.]*)/i,/hbbtv\/\d+\.\d+\.\d+ +\([\w ]*; *(\w[^;]*);([^;]*)/i],[[e,$],[o,$],[i,p]],[/\b(android tv|smart[- ]?tv|opera tv|tv; rv:)\b/i],[[i,p]],[/((pebble))app/i],[e,o,[i,_]],[/droid.+; (glass) \d/i],[o,[e,z],[i,_]],[/droid.+; (wt63?0{2,3})\)/i],[o,[e,X],[i,_]],[/(quest( 2)?)/i],[o,[e,ti],[i,_]],[/(tesla)(?: qtcarbrowser|\/[-\w\.]+)/i],[e,[i,Q]],[/droid .+?; ([^;]+?)(?: bui|\) applew).+? mobile safari/i],[o,[i,s]],[/droid .+?; ([^;]+?)(?: bui|\) applew).+?(?! mobile) safari/i],[o,[i,t]],[/\b((tablet|tab)[;\/]|focus\/\d(?!.+mobile))/i],[[i,t]],[/(phone|mobile(?:[;\/]| [ \w\/\.]*safari)|pda(?=.+windows ce))/i],[[i,s]],[/(android[-\w\. ]{0,9});.+buil/i],[o,[e,"Generic"]]],engine:[[/windows.+ edge\/([\w\.]+)/i],[r,[a,pi+"HTML"]],[/webkit\/537\.36.+chrome\/(?!27)([\w\.]+)/i],[r,[a,"Blink"]],[/(presto)\/([\w\.]+)/i,/(webkit|trident|netfront|netsurf|amaya|lynx|w3m|goanna)\/([\w\.]+)/i,/ekioh(flow)\/([\w\.]+)/i,/(khtml|tasman|links)[\/ ]\(?([\w\.]+)/i,/(icab)[\/ ]([23]\.[\d\.]+)/i],[a,r],[/rv\:([\w\.]{1,9})\b.+(gecko)/i],[r,a]],os:[[/microsoft (windows) (vista|xp)/i],[a,r],[/(windows) nt 6\.2; (arm)/i,/(windows (?:phone(?: os)?|mobile))[\/ ]?([\d\.\w ]*)/i,/(windows)[\/ ]?([ntce\d\. ]+\w)(?!.+xbox)/i],[a,[r,K,ni]],[/(win(?=3|9|n)|win 9x )([nt\d\.]+)/i],[[a,"Windows"],[r,K,ni]],[/ip[honead]{2,4}\b(?:.*os ([\w]+) like mac|; opera)/i,/cfnetwork\/.+darwin/i],[[r,/_/g,"."],[a,"iOS"]],[/(mac os x) ?([\w\. ]*)/i,/(macintosh|mac_powerpc\b)(?!.+haiku)/i],[[a,"Mac OS"],[r,/_/g,"."]],[/droid ([\w\.]+)\b.+(android[- ]x86|harmonyos)/i],[r,a],[/(android|webos|qnx|bada|rim tablet os|maemo|meego|sailfish)[-\/ ]?([\w\.]*)/i,/(blackberry)\w*\/([\w\.]*)/i,/(tizen|kaios)[\/ ]([\w\.]+)/i,/\((series40);/i],[a,r],[/\(bb(10);/i],[r,[a,ei]],[/(?:symbian ?os|symbos|s60(?=;)|series60)[-\/ ]?([\w\.]*)/i],[r,[a,"Symbian"]],[/mozilla\/[\d\.]+ \((?:mobile|tablet|tv|mobile; [\w ]+); rv:.+ gecko\/([\w\.]+)/i],[r,[a,q+" OS"]],[/web0s;.+rt(tv)/i,/\b(?:hp)?wos(?:browser)?\/([\w\.]+)/i],[r,[a,"webOS"]],[/crkey\/([\d\.]+)/i],[r,[a,M+"cast"]],[/(cros) [\w]+ ([\w\.]+\w)/i],[[a,"Chromium OS"],r],[/(nintendo|playstation) ([wids345portablevuch]+)/i,/(xbox); +xbox ([^\);]+)/i,/\b(joli|palm)\b ?(?:os)?\/?([\w\.]*)/i,/(mint)[\/\(\) ]?(\w*)/i,/(mageia|vectorlinux)[; ]/i,/([kxln]?ubuntu|debian|suse|opensuse|gentoo|arch(?= linux)|slackware|fedora|mandriva|centos|pclinuxos|red ?hat|zenwalk|linpus|raspbian|plan 9|minix|risc os|contiki|deepin|manjaro|elementary os|sabayon|linspire)(?: gnu\/linux)?(?: enterprise)?(?:[- ]linux)?(?:-gnu)?[-\/ ]?(?!chrom|package)([-\w\.]*)/i,/(hurd|linux) ?([\w\.]*)/i,/(gnu) ?([\w\.]*)/i,/\b([-frentopcghs]{0,5}bsd|dragonfly)[\/ ]?(?!amd|[ix346]{1,2}86)([\w\.]*)/i,/(haiku) (\w+)/i],[a,r],[/(sunos) ?([\w\.\d]*)/i],[[a,"Solaris"],r],[/((?:open)?solaris)[-\/ ]?([\w\.]*)/i,/(aix) ((\d)(?=\.|\)| )[\w\.])*/i,/\b(beos|os\/2|amigaos|morphos|openvms|fuchsia|hp-ux)/i,/(unix) ?([\w\.]*)/i],[a,r]]},m=function(n,l){if(typeof n===D&&(l=n,n=d),!(this instanceof m))return new m(n,l).getResult();var b=n||(typeof h!==g&&h.navigator&&h.navigator.userAgent?h.navigator.userAgent:N),u=l?hi(bi,l):bi;return this.getBrowser=function(){var w={};return w[a]=d,w[r]=d,T.call(w,b,u.browser),w.major=fi(w.version),w},this.getCPU=function(){var w={};return w[f]=d,T.call(w,b,u.cpu),w},this.getDevice=function(){var w={};return w[e]=d,w[o]=d,w[i]=d,T.call(w,b,u.device),w},this.getEngine=function(){var w={};return w[a]=d,w[r]=d,T.call(w,b,u.engine),w},this.getOS=function(){var w={};return w[a]=d,w[r]=d,T.call(w,b,u.os),w},this.getResult=function(){return{ua:this.getUA(),browser:this.getBrowser(),engine:this.getEngine(),os:this.getOS(),device:this.getDevice(),cpu:this.getCPU()}},this.getUA=function(){return b},this.setUA=function(w){return b=typeof w===R&&w.length>F?$(w,F):w,this},this.setUA(b),this};m.VERSION=V,m.BROWSER=P([a,r,mi]),m.CPU=P([f]),m.DEVICE=P([o,e,i,E,s,p,t,_,Q]),m.ENGINE=m.OS=P([a,r]),typeof S!==g?(typeof L!==g&&L.exports&&(S=L.exports=m),S.UAParser=m):typeof define===j&&define.amd?define(function(){return m}):typeof h!==g&&(h.UAParser=m);var y=typeof h!==g&&(h.jQuery||h.Zepto);if(y&&!y.ua){var B=new m;y.ua=B.getResult(),y.ua.get=function(){return B.getUA()},y.ua.set=function(n){B.setUA(n);var l=B.getResult();for(var b in l)y.ua[b]=l[b]}}})(typeof window=="object"?window:S)});var gi=ci((xi,ui)=>{ui.exports=di()});return gi();})();
+// ---- END GENERATED ----

@@ -18,7 +18,7 @@ from typing import Any
 
 from segment_exposure.delivery.destination import AmplitudeExposureDestination
 
-from .settings import ENVIRONMENT, ConfigError, ServerSettings
+from .settings import ENVIRONMENT, ConfigError, ServerSettings, user_agent_parser_missing
 from .webhook import WebhookHandler, WebhookResponse, error_response
 
 __all__ = ["lambda_handler", "reset_cache"]
@@ -39,6 +39,7 @@ class _Built:
 
 
 _built: _Built | None = None
+_parser_checked = False  # the missing-parser warning is logged once per container (its cold start)
 
 
 def reset_cache() -> None:
@@ -62,7 +63,18 @@ def _handler(environ: Mapping[str, str]) -> _Built:
     _built = _Built(key, settings, destination, handler, counts)
     if not settings.shared_secret:
         logger.warning("%s is not set: requests are not authenticated", ENVIRONMENT["shared_secret"])
+    _warn_once_without_parser()
     return _built
+
+
+def _warn_once_without_parser() -> None:
+    global _parser_checked
+    if _parser_checked:
+        return
+    _parser_checked = True
+    missing = user_agent_parser_missing()
+    if missing:
+        logger.warning("%s", missing)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from segment_exposure.delivery.destination import DEFAULT_DEADLINE, AmplitudeExposureDestination
+from segment_exposure.delivery.sources import SOURCES
 from segment_exposure.delivery.translate import DEFAULT_EXPOSURE_EVENTS
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ENVIRONMENT",
     "ConfigError",
     "ServerSettings",
+    "user_agent_parser_missing",
 ]
 
 #: Segment's Actions webhooks send up to 4000 events per request; at 4 KB per event that is 16 MB.
@@ -46,7 +48,27 @@ ENVIRONMENT: Mapping[str, str] = {
     "deadline": "AMPLITUDE_DEADLINE",
     "max_body_bytes": "WEBHOOK_MAX_BODY_BYTES",
     "body_timeout": "WEBHOOK_BODY_TIMEOUT",
+    # auto (default), segment or rudderstack: whose Amplitude mapping the events get (delivery/sources.py)
+    "source": "EVENT_SOURCE",
 }
+
+
+def user_agent_parser_missing() -> str | None:
+    """The start-up warning when ua-parser-py is not installed, else None.
+
+    Why: Segment's own Amplitude destination fills os_name, os_version, device_manufacturer, device_model and
+    device_type from the user agent of web events; without the parser the served destination sends them
+    without those fields, and nothing else would say so.
+    """
+    from segment_exposure.delivery.useragent import available
+
+    if available():
+        return None
+    return (
+        "ua-parser-py is not installed: web events reach Amplitude without os_name, os_version, "
+        "device_manufacturer, device_model and device_type, which Segment's own destination derives from the "
+        "user agent; pip install 'segment-exposure[server]' (or [useragent] for a Lambda package)"
+    )
 
 
 class ConfigError(ValueError):
@@ -66,6 +88,7 @@ class ServerSettings:
     deadline: float = DEFAULT_DEADLINE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    source: str = "auto"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> ServerSettings:
@@ -97,6 +120,7 @@ class ServerSettings:
             deadline=_deadline(raw("deadline")),
             max_body_bytes=_positive_int("max_body_bytes", raw("max_body_bytes")) or DEFAULT_MAX_BODY_BYTES,
             body_timeout=_seconds("body_timeout", raw("body_timeout"), DEFAULT_BODY_TIMEOUT),
+            source=_source(raw("source")),
         )
 
     def build_destination(self) -> AmplitudeExposureDestination:
@@ -108,6 +132,7 @@ class ServerSettings:
             min_id_length=self.min_id_length,
             exposure_events=self.exposure_events,
             deadline=self.deadline,
+            source=self.source,
         )
 
 
@@ -172,6 +197,17 @@ def _deadline(value: Any) -> float:
     if not math.isfinite(seconds) or seconds <= 0 or seconds > 300:
         raise ConfigError(f"{ENVIRONMENT['deadline']} must be between 0 and 300 seconds, got {seconds}")
     return seconds
+
+
+def _source(value: Any) -> str:
+    if value is None:
+        return "auto"
+    source = str(value).strip().lower()
+    if source not in SOURCES:
+        raise ConfigError(
+            f"{ENVIRONMENT['source']} must be one of {', '.join(SOURCES)}, got {str(value)[:20]!r}"
+        )
+    return source
 
 
 def _names(value: Any) -> tuple[str, ...]:
