@@ -21,7 +21,18 @@ from packaging.utils import canonicalize_name
 
 __all__ = ["EXTRAS", "HEADER", "closure", "render"]
 
-EXTRAS = ("experiment", "flask", "django", "fastapi", "server", "cli", "metrics", "useragent", "openfeature", "rudderstack")
+EXTRAS = (
+    "experiment",
+    "flask",
+    "django",
+    "fastapi",
+    "server",
+    "cli",
+    "metrics",
+    "useragent",
+    "openfeature",
+    "rudderstack",
+)
 PROJECT = "segment-exposure"
 
 _PY = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -10,7 +10,6 @@ the function into a vm context with Segment's runtime globals.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys

@@ -93,6 +93,10 @@ SERVER_SETTINGS = {
     "endpoint": "A full ingestion URL (e.g. a proxy, or a local emulator); overrides `region`.",
     "min_id_length": "Amplitude's minimum length for user and device ids (Amplitude's default: 5).",
     "exposure_events": "Event names taken as exposures (comma-separated in the environment).",
+    "source": (
+        "Whose Amplitude mapping the events get: `auto` (RudderStack's for events RudderStack delivered, else "
+        "Segment's), `segment` or `rudderstack`."
+    ),
     "deadline": "Seconds one delivery to Amplitude may take (inside Segment's own timeout).",
     "max_body_bytes": "The largest request body accepted (413 above it).",
     "body_timeout": "Seconds a request body may take to arrive once its headers have (`serve`; then 408).",
@@ -302,6 +306,12 @@ def js_client_deviations() -> str:
     return _table(["name", "this package", "why"], rows)
 
 
+def rudderstack_differences() -> str:
+    from segment_exposure.delivery.sources import differences_table
+
+    return differences_table()
+
+
 GENERATORS: Mapping[str, Callable[[], str]] = {
     "cli": cli,
     "server-settings": server_settings,
@@ -310,6 +320,7 @@ GENERATORS: Mapping[str, Callable[[], str]] = {
     "drop-reasons": drop_reasons,
     "segment-deviations": segment_deviations,
     "js-client-deviations": js_client_deviations,
+    "rudderstack-differences": rudderstack_differences,
 }
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from segment_exposure.delivery.coerce import read_string, read_time_ms
-from segment_exposure.identity.id_rules import id_problem
 from segment_exposure.delivery.sources import RUDDERSTACK, check_source, detect_source
+from segment_exposure.identity.id_rules import id_problem
 
 from ..exposure import EXPOSURE_EVENT
 from .records import BadRecord, iter_records
