@@ -94,8 +94,8 @@ SERVER_SETTINGS = {
     "min_id_length": "Amplitude's minimum length for user and device ids (Amplitude's default: 5).",
     "exposure_events": "Event names taken as exposures (comma-separated in the environment).",
     "source": (
-        "Whose Amplitude mapping the events get: `auto` (RudderStack's for events RudderStack delivered, else "
-        "Segment's), `segment` or `rudderstack`."
+        "Whose Amplitude mapping the events get: `auto` (RudderStack's for events RudderStack delivered, "
+        "else Segment's), `segment` or `rudderstack`."
     ),
     "deadline": "Seconds one delivery to Amplitude may take (inside Segment's own timeout).",
     "max_body_bytes": "The largest request body accepted (413 above it).",
