@@ -1,8 +1,9 @@
 """A Lambda-like execution environment in a child process, for tests/test_serverless_freeze.py.
 
-``python -m tests.serverless_runtime STYLE FLUSH COLLECTOR_URL WRITE_KEY``: STYLE is ``plain`` (an
+``python -m tests.serverless_runtime STYLE FLUSH COLLECTOR_URL WRITE_KEY [SDK]``: STYLE is ``plain`` (an
 ``(event, context)`` handler) or ``mangum`` (a FastAPI app behind Mangum); FLUSH is ``flush`` (the
-handler wrapped with ``flush_after``) or ``none``. Like Lambda's runtime loop, it takes one event at a
+handler wrapped with ``flush_after``) or ``none``; SDK is whose client the provider builds (its ``sdk=``):
+``segment`` (the default) or ``rudderstack``. Like Lambda's runtime loop, it takes one event at a
 time (a JSON line on stdin, the stand-in for the Runtime API's ``/next``), calls the handler with a
 context that counts down to the function's timeout, writes the response (a JSON line on stdout) and is
 frozen right after: it stops itself with SIGSTOP at the point where Lambda freezes the environment, so
@@ -68,9 +69,10 @@ def mangum_handler(provider: SegmentExposureTrackingProvider) -> Any:
 
 
 def main(argv: list[str]) -> None:
-    style, flush, host, write_key = argv
+    style, flush, host, write_key, *rest = argv
+    sdk = rest[0] if rest else "segment"
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
-    provider = SegmentExposureTrackingProvider(write_key, host=host)
+    provider = SegmentExposureTrackingProvider(write_key, host=host, sdk=sdk)
     handler = plain_handler(provider) if style == "plain" else mangum_handler(provider)
     if flush == "flush":
         handler = flush_after(provider)(handler)

@@ -14,7 +14,7 @@ tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The extras .ci/versions installs besides the runtime dependencies.
-TESTED_EXTRAS = ("experiment", "useragent", "openfeature")
+TESTED_EXTRAS = ("experiment", "useragent", "openfeature", "rudderstack")
 
 
 def _declared() -> dict[str, Requirement]:

@@ -5,6 +5,9 @@ time (``tests/servers/exposure_app.py``), sends it real requests (or tasks), and
 real Segment client posting to a local ``SegmentCollector``: every exposure delivered while the server
 runs, and after SIGTERM a stop within ``flush_timeout`` + 5 s with nothing lost. A mode where delivery
 cannot work instead shows the one warning and counts every exposure as dropped.
+
+The fork-sensitive rows (gunicorn with preload, uWSGI's default, Celery's prefork pool) run a second time
+(``<row>-rudderstack``) with RudderStack's client in the provider, posting to a ``RudderStackCollector``.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
-from segment_exposure import SegmentCollector
+from segment_exposure import RudderStackCollector, SegmentCollector
 
 from .conftest import WRITE_KEY, wait_until
 from .prerequisites import LEGACY_PYUWSGI, LEGACY_PYUWSGI_VERSION, require
@@ -57,6 +60,13 @@ def _group_pids(pgid: int) -> list[int]:
     return pids
 
 
+Sdk = Literal["segment", "rudderstack"]
+COLLECTORS: dict[Sdk, type[SegmentCollector]] = {
+    "segment": SegmentCollector,
+    "rudderstack": RudderStackCollector,
+}
+
+
 @dataclass
 class Row:
     """One server and mode: the command (``{port}`` filled in) and what must happen under it."""
@@ -84,6 +94,8 @@ class Row:
     warning: str | None = None
     warnings: int = 1
     at_stop: int = 6  # more exposures tracked right before SIGTERM: the exit flush must send them
+    #: Whose client the provider builds (``sdk=``), and so which collector the row posts to.
+    sdk: Sdk = "segment"
 
 
 PY = sys.executable
@@ -179,6 +191,14 @@ ROWS: dict[str, Row] = {
         pythonpath=[str(LEGACY_PYUWSGI)],
     ),
 }
+#: The rows where the provider is made before a fork, run again with RudderStack's client: its consumer
+#: thread, queue and HTTP session must be revived in each child as Segment's are.
+FORK_SENSITIVE = [
+    *(f"gunicorn-{worker}-preload" for worker in ("sync", "gthread", "gevent")),
+    "uwsgi-default",
+    "celery-prefork",
+]
+ROWS.update({f"{name}-rudderstack": replace(ROWS[name], sdk="rudderstack") for name in FORK_SENSITIVE})
 
 
 class Server:
@@ -187,10 +207,11 @@ class Server:
     def __init__(self, row: Row, collector: SegmentCollector, log: Path) -> None:
         self.row = row
         self.port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENT_", "DJANGO_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENT_", "DJANGO_", "EXPOSURE_"))}
         env.update(
             SEGMENT_WRITE_KEY=WRITE_KEY,
             SEGMENT_HOST=collector.url,
+            EXPOSURE_SDK=row.sdk,
             FLUSH_TIMEOUT=str(row.flush_timeout),
             UPLOAD_INTERVAL=str(row.upload_interval),
             PYTHONPATH=os.pathsep.join([*row.pythonpath, str(ROOT), str(SERVERS), env.get("PYTHONPATH", "")]),
@@ -303,6 +324,13 @@ class CeleryWorker(Server):
 
 
 @pytest.fixture
+def collector(name: str) -> Iterator[SegmentCollector]:
+    """The row's collector: a ``RudderStackCollector`` for a RudderStack row (conftest's is Segment's)."""
+    with COLLECTORS[ROWS[name].sdk](WRITE_KEY) as server:
+        yield server
+
+
+@pytest.fixture
 def start(collector: SegmentCollector, tmp_path: Path) -> Iterator[Callable[[Row], Server]]:
     started: list[Server] = []
 
@@ -357,6 +385,18 @@ def test_server(name: str, start: Callable[[Row], Server], collector: SegmentCol
     expected = {f"{name}-{i:03d}" for i in range(len(answers))}
     expected |= {f"{name}-late-{i:03d}" for i in range(row.at_stop)}
     assert users == expected, f"missing {sorted(expected - users)}:\n{output}"
+    if row.sdk == "rudderstack":
+        _assert_posted_by_rudderstack(collector)
+
+
+def _assert_posted_by_rudderstack(collector: SegmentCollector) -> None:
+    """RudderStack's client, not Segment's, posted every request: it gzips every body (Segment's, as the
+    provider makes it, does not) and sends ``channel: "server"``."""
+    assert collector.gzipped_requests == collector.requests > 0, (
+        collector.gzipped_requests,
+        collector.requests,
+    )
+    assert {m.get("channel") for m in collector.events()} == {"server"}
 
 
 def _until_every_worker_served(server: Server, name: str, row: Row) -> list[dict[str, Any]]:

@@ -5,6 +5,9 @@ with SIGSTOP right after each response, thawed with SIGCONT for the next one and
 With ``flush_after`` every exposure of every invocation is at the local collector by the time the
 response is out, in one request per invocation that tracked something; without it, exposures are not
 there when the process is frozen, and the ones still queued at SIGKILL are lost.
+
+Each case runs with Segment's client posting to a ``SegmentCollector`` and again (``<style>-rudderstack``)
+with RudderStack's client (the provider's ``sdk="rudderstack"``) posting to a ``RudderStackCollector``.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import selectors
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from segment_exposure import SegmentCollector
+from segment_exposure import RudderStackCollector, SegmentCollector
 
 from .conftest import WRITE_KEY
 
@@ -31,12 +35,29 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Exposures per invocation: one invocation tracks nothing (and must send nothing).
 PLAN = (3, 0, 2, 4, 1, 3)
 WARNING = "freeze the process after each response"
+#: (style, sdk) for every case: Segment's ids stay the style alone, RudderStack's get ``-rudderstack``.
+CASES = [
+    pytest.param(style, sdk, id=style if sdk == "segment" else f"{style}-{sdk}")
+    for sdk in ("segment", "rudderstack")
+    for style in ("plain", "mangum")
+]
+COLLECTORS: dict[str, type[SegmentCollector]] = {
+    "segment": SegmentCollector,
+    "rudderstack": RudderStackCollector,
+}
+
+
+@pytest.fixture
+def collector(sdk: str) -> Iterator[SegmentCollector]:
+    """The case's collector: a ``RudderStackCollector`` for RudderStack's client (conftest's is Segment's)."""
+    with COLLECTORS[sdk](WRITE_KEY) as server:
+        yield server
 
 
 class FrozenEnvironment:
     """One execution environment: a child process driven over pipes, frozen between invocations."""
 
-    def __init__(self, style: str, flush: str, collector: SegmentCollector) -> None:
+    def __init__(self, style: str, flush: str, collector: SegmentCollector, sdk: str) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -44,7 +65,7 @@ class FrozenEnvironment:
         }
         self.style = style
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.serverless_runtime", style, flush, collector.url, WRITE_KEY],
+            [sys.executable, "-m", "tests.serverless_runtime", style, flush, collector.url, WRITE_KEY, sdk],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -112,11 +133,18 @@ def delivered_users(collector: SegmentCollector) -> set[str]:
     return {m["userId"] for m in collector.events()}
 
 
-@pytest.mark.parametrize("style", ["plain", "mangum"])
+def assert_posted_by_rudderstack(collector: SegmentCollector) -> None:
+    """RudderStack's client, not Segment's, posted every request: it gzips every body (Segment's, as the
+    provider makes it, does not) and sends ``channel: "server"``."""
+    assert collector.gzipped_requests == collector.requests, (collector.gzipped_requests, collector.requests)
+    assert {m.get("channel") for m in collector.events()} <= {"server"}
+
+
+@pytest.mark.parametrize(("style", "sdk"), CASES)
 def test_flush_after_delivers_every_exposure_before_each_freeze(
-    collector: SegmentCollector, style: str
+    collector: SegmentCollector, style: str, sdk: str
 ) -> None:
-    environment = FrozenEnvironment(style, "flush", collector)
+    environment = FrozenEnvironment(style, "flush", collector, sdk)
     tracked: set[str] = set()
     requests = 0
     try:
@@ -137,17 +165,19 @@ def test_flush_after_delivers_every_exposure_before_each_freeze(
     assert delivered_users(collector) == tracked == everyone
     assert len(collector.messages) == len(tracked)  # each exactly once
     assert WARNING not in stderr, stderr
+    if sdk == "rudderstack":
+        assert_posted_by_rudderstack(collector)
 
 
-@pytest.mark.parametrize("style", ["plain", "mangum"])
-def test_without_the_flush_exposures_are_lost(collector: SegmentCollector, style: str) -> None:
-    environment = FrozenEnvironment(style, "none", collector)
+@pytest.mark.parametrize(("style", "sdk"), CASES)
+def test_without_the_flush_exposures_are_lost(collector: SegmentCollector, style: str, sdk: str) -> None:
+    environment = FrozenEnvironment(style, "none", collector, sdk)
     tracked: set[str] = set()
     missing: set[str] = set()
     try:
         # Invoke until the environment is frozen with exposures not delivered. That is the usual case
-        # (Segment's consumer waits 0.5 s for more before posting, and the process gets no CPU while
-        # frozen); now and then its wait happens to end during an invocation and it catches up.
+        # (Segment's consumer, like RudderStack's, waits 0.5 s for more before posting, and the process gets
+        # no CPU while frozen); now and then its wait happens to end during an invocation and it catches up.
         for index, n in enumerate(PLAN):
             users = users_of(style, index, n)
             assert environment.invoke(index, users)["tracked"] == n
@@ -165,3 +195,5 @@ def test_without_the_flush_exposures_are_lost(collector: SegmentCollector, style
     # The provider warns once, from its worker thread when it sends its first exposure (if the freeze
     # left it the time: tests/test_serverless.py checks the warning itself).
     assert stderr.count(WARNING) <= 1, stderr
+    if sdk == "rudderstack":
+        assert_posted_by_rudderstack(collector)

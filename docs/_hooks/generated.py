@@ -169,6 +169,8 @@ INTEGRATION_OPTIONS = {
     "INCLUDE_METADATA": "Also send `Exposure.metadata` as `properties.metadata`.",
     "INTEGRATIONS": 'Segment `integrations` for every exposure, e.g. `{"Actions Amplitude": False}`.',
     "CLIENT_OPTIONS": "Extra keyword arguments for the Segment client the provider builds.",
+    "SDK": "Whose client the provider builds and sends through: Segment's or RudderStack's "
+    "(then `HOST` is your data plane URL; needs the `rudderstack` extra).",
     "DEVICE_ID_COOKIE": "The integration's own device-id cookie (`amp_device_id`).",
     "SET_DEVICE_ID_COOKIE": "Set that cookie on requests that carry no device id at all (off by default).",
     "USER_ID_ATTRIBUTE": "The attribute of the framework's logged-in user that is the user id.",
@@ -236,6 +238,11 @@ PROVIDER_PARAMETERS = {
     "include_metadata": "Also send `Exposure.metadata` as `properties.metadata`.",
     "integrations": 'Segment `integrations` for every exposure, e.g. `{"Actions Amplitude": False}`.',
     "client_options": "Extra keyword arguments for the owned `segment.analytics.Client`.",
+    "sdk": (
+        "Whose client: `segment` (segment-analytics-python) or `rudderstack` (rudder-sdk-python, `host` "
+        "being your data plane URL; see [RudderStack](rudderstack.md)). Default: recognised from "
+        "`analytics`, else `segment`."
+    ),
     "flush_on_sigterm": (
         "On SIGTERM, flush within `flush_timeout`, then let SIGTERM do what it did before (Python's "
         "default SIGTERM skips exit hooks; see [Deployment servers](operating.md#deployment-servers))."

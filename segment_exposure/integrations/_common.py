@@ -62,6 +62,7 @@ _PROVIDER_KWARGS = {
     "INCLUDE_METADATA": "include_metadata",
     "INTEGRATIONS": "integrations",
     "CLIENT_OPTIONS": "client_options",
+    "SDK": "sdk",
 }
 #: Options that only configure a Segment client the provider creates itself.
 _OWNED_CLIENT_ONLY = ("HOST", "CLIENT_OPTIONS")
@@ -105,6 +106,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "INCLUDE_METADATA": (lambda v: isinstance(v, bool), "a bool"),
     "INTEGRATIONS": (lambda v: isinstance(v, Mapping), "a dict"),
     "CLIENT_OPTIONS": (lambda v: isinstance(v, Mapping), "a dict of segment.analytics.Client arguments"),
+    "SDK": (
+        lambda v: v in ("segment", "rudderstack"),
+        "'segment' (segment-analytics-python, the default) or 'rudderstack' (rudder-sdk-python)",
+    ),
     "DEVICE_ID_COOKIE": (lambda v: isinstance(v, str) and bool(v), "a non-empty str (a cookie name)"),
     "SET_DEVICE_ID_COOKIE": (lambda v: isinstance(v, bool), "a bool"),
     "USER_ID_ATTRIBUTE": (lambda v: isinstance(v, str) and bool(v), "a non-empty str (an attribute name)"),

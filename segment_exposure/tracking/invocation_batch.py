@@ -25,13 +25,12 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 from segment_exposure._fork import after_fork_in_child
 from segment_exposure.tracking import segment_client
 from segment_exposure.tracking.hard_deadline import Watch, hard_deadline
+from segment_exposure.tracking.segment_client import SEGMENT, AnalyticsSdk
 
 __all__ = ["InvocationBatch"]
 
 log = logging.getLogger(__name__)
 
-#: Segment's API takes batches up to 500 KB; its own client stops at this many bytes of messages.
-_MAX_BATCH_BYTES = 475_000
 #: The least time worth starting another attempt with.
 _MIN_ATTEMPT = 0.05
 #: Statuses Segment's client retries (as segment-analytics-python does).
@@ -58,9 +57,10 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def _retryable(exc: BaseException) -> bool:
-    """What Segment's own client would retry: network errors, 408/410/429/460 and 5xx but 501/505."""
-    if isinstance(exc, _OutOfTime) or segment_client.is_fatal(exc):
+def _retryable(exc: BaseException, sdk: AnalyticsSdk = SEGMENT) -> bool:
+    """What Segment's own client would retry: network errors, 408/410/429/460 and 5xx but 501/505,
+    and nothing the SDK itself calls final."""
+    if isinstance(exc, _OutOfTime) or sdk.is_fatal(exc):
         return False
     status = _status(exc)
     if status is None:
@@ -70,14 +70,11 @@ def _retryable(exc: BaseException) -> bool:
     return 500 <= status < 600 and status not in _NOT_RETRYABLE_5XX
 
 
-def _retry_after(state: RetryCallState) -> float:
+def _retry_after(state: RetryCallState, sdk: AnalyticsSdk) -> float:
     """The seconds a 429/503 asked for (``Retry-After``), 0 when it asked for none."""
     outcome = state.outcome
     exc = outcome.exception() if outcome is not None and outcome.failed else None
-    response = getattr(exc, "response", None)
-    if response is None:
-        return 0.0
-    return segment_client.retry_after_seconds(response)
+    return 0.0 if exc is None else sdk.retry_after_seconds(exc)
 
 
 class InvocationBatch:
@@ -89,8 +86,13 @@ class InvocationBatch:
     ``delivery_failed`` (Segment refused it for good) or ``flush_deadline`` (not delivered in time).
     """
 
-    def __init__(self, client: Any, settle: Settle, *, upload_size: int | None = None) -> None:
+    def __init__(
+        self, client: Any, settle: Settle, *, upload_size: int | None = None, sdk: AnalyticsSdk = SEGMENT
+    ) -> None:
         self._client = client
+        self._sdk = sdk
+        self._max_batch_bytes = sdk.max_batch_bytes
+        self._max_message_bytes = sdk.max_message_bytes
         self._settle = settle
         self._messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -138,14 +140,16 @@ class InvocationBatch:
             self._post_lock.release()
 
     def _chunks(self, messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        """Split only where Segment's limits force it: ``upload_size`` messages or 475 KB per request."""
-        if len(messages) <= self._upload_size and len(messages) * 32_768 <= _MAX_BATCH_BYTES:
-            return [messages]  # cannot reach the byte limit: every message is under 32 KB
+        """Split only where the SDK's limits force it: ``upload_size`` messages or its batch bytes
+        (Segment: 475 KB) per request."""
+        limit = self._max_batch_bytes
+        if len(messages) <= self._upload_size and len(messages) * self._max_message_bytes <= limit:
+            return [messages]  # cannot reach the byte limit: every message is under the message limit
         chunks: list[list[dict[str, Any]]] = [[]]
         size = 0
         for message in messages:
             length = len(json.dumps(message).encode())
-            if chunks[-1] and (len(chunks[-1]) >= self._upload_size or size + length > _MAX_BATCH_BYTES):
+            if chunks[-1] and (len(chunks[-1]) >= self._upload_size or size + length > limit):
                 chunks.append([])
                 size = 0
             chunks[-1].append(message)
@@ -162,18 +166,23 @@ class InvocationBatch:
         def wait(state: RetryCallState) -> float:
             return min(self._pause(state), max(0.0, deadline - time.monotonic() - _MIN_ATTEMPT))
 
-        retrying = Retrying(stop=stop, wait=wait, retry=retry_if_exception(_retryable), reraise=True)
+        sdk = self._sdk
+
+        def retryable(exc: BaseException) -> bool:
+            return _retryable(exc, sdk)
+
+        retrying = Retrying(stop=stop, wait=wait, retry=retry_if_exception(retryable), reraise=True)
         try:
             for attempt in retrying:
                 with attempt:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or watch.expired:
                         raise _OutOfTime()
-                    segment_client.post_batch(
+                    sdk.post_batch(
                         client, chunk, timeout=remaining, retry_count=attempt.retry_state.attempt_number - 1
                     )
         except Exception as exc:
-            reason = "flush_deadline" if _retryable(exc) or isinstance(exc, _OutOfTime) else "delivery_failed"
+            reason = "flush_deadline" if retryable(exc) or isinstance(exc, _OutOfTime) else "delivery_failed"
             self._settle(reason, len(chunk))
             log.error(
                 "segment-exposure: %d exposure(s) not delivered by the flush (%s): %s",
@@ -190,4 +199,4 @@ class InvocationBatch:
         return True
 
     def _pause(self, state: RetryCallState) -> float:
-        return max(float(self._wait(state)), _retry_after(state))
+        return max(float(self._wait(state)), _retry_after(state, self._sdk))

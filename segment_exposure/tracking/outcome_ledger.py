@@ -122,7 +122,7 @@ class OutcomeLedger:
             with self._drain_lock:
                 self._client_outcomes += n
             self.settle("delivery_failed", n)
-            log.error("segment-exposure: Segment gave up delivering %d exposure(s): %s", n, exc)
+            log.error("segment-exposure: the analytics client gave up delivering %d exposure(s): %s", n, exc)
 
     def settle_drained(self, queued: int) -> None:
         """When Segment's client reports no deliveries (no consumer hooks): of the first ``queued``

@@ -78,18 +78,18 @@ def hide_secret(secret: str | None) -> None:
     _redactor.add(secret)
 
 
-def install_process_hooks() -> None:
+def install_process_hooks(sdk_loggers: tuple[str, ...] = ("segment",)) -> None:
     """What every provider needs once per process, done by the first one rather than at import.
 
-    The write-key redactor goes on Segment's logger and on each of ours on the path to Segment (a
-    logger's filters see only its own records, not its children's); the at-fork hook resets providers
-    in a forked child. Adding the same filter or hook again does nothing.
+    The write-key redactor goes on the SDK's loggers (``segment``, ``rudderstack``) and on each of ours
+    on the path to it (a logger's filters see only its own records, not its children's); the at-fork
+    hook resets providers in a forked child. Adding the same filter or hook again does nothing.
     """
     # Every module of segment_exposure.tracking is on the path to Segment (listed, not imported: some
     # import this one).
     package = sys.modules[__package__]
     modules = [f"{__package__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
-    for name in ("segment", *modules):
+    for name in (*sdk_loggers, *modules):
         logging.getLogger(name).addFilter(_redactor)
     after_fork_in_child(_after_fork_in_child)
 

@@ -38,6 +38,7 @@ from segment_exposure.tracking.process_binding import (
     live_owners,
     process_lock,
 )
+from segment_exposure.tracking.sdk_choice import choose_sdk
 from segment_exposure.tracking.segment_handoff import SegmentHandoff
 from segment_exposure.tracking.segment_message import PendingExposure, SegmentMessageBuilder
 from segment_exposure.tracking.stats import ProviderStats
@@ -71,6 +72,9 @@ class SegmentExposureTrackingProvider:
     Give it a ``write_key`` (it then owns a Segment client) or an existing ``analytics`` client.
     ``track()`` never raises and never blocks; every exposure it does not send is counted in
     ``stats()["dropped"]`` under its reason.
+
+    ``sdk="rudderstack"`` sends through RudderStack's ``rudder-sdk-python`` instead (``host=`` is then your
+    data plane URL); a ``rudderstack.analytics.Client`` passed as ``analytics=`` is recognised on its own.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class SegmentExposureTrackingProvider:
         integrations: Mapping[str, Any] | None = None,
         client_options: Mapping[str, Any] | None = None,
         flush_on_sigterm: bool = False,
+        sdk: str | None = None,
     ) -> None:
         if (write_key is None) == (analytics is None):
             raise ValueError("pass exactly one of write_key= (a new Segment client) or analytics= (yours)")
@@ -97,8 +102,10 @@ class SegmentExposureTrackingProvider:
         if flush_timeout < 0:
             raise ValueError("flush_timeout must be >= 0")
         self._owns_client = analytics is None
-        # What of segment-analytics-python's inside may be used; the public API where not (segment_check).
-        self._internals = internals = segment_check.check_internals()
+        # Segment's client or RudderStack's fork: what differs between them (sdk_choice).
+        self._sdk = chosen = choose_sdk(sdk, analytics)
+        # What of the client's inside may be used; the public API where not (segment_check).
+        self._internals = internals = segment_check.check_internals(chosen)
         self._stats = stats = ProviderStats()
         self._ledger = ledger = OutcomeLedger(stats)
         if analytics is None:
@@ -108,7 +115,7 @@ class SegmentExposureTrackingProvider:
                     ledger.on_failed, options.get("on_error")
                 )
             self._client_args: tuple[str, str | None, dict[str, Any]] = (write_key or "", host, options)
-            analytics = segment_client.make_client(write_key or "", host, **options)
+            analytics = chosen.make_client(write_key or "", host, **options)
         if not internals.consumer_hooks and not self._owns_client:
             deployment.warn_once(
                 "segment-exposure: without segment-analytics-python internals (see the warning above), "
@@ -123,7 +130,7 @@ class SegmentExposureTrackingProvider:
         )
         # Without consumer hooks, a flush that saw Segment's queue drained counts what it delivered.
         self._counts_on_drain = not internals.consumer_hooks and not synchronous
-        install_process_hooks()
+        install_process_hooks(chosen.logger_names)
         secret = getattr(analytics, "write_key", None)
         secret = secret if isinstance(secret, str) else None
         hide_secret(secret)
@@ -138,7 +145,10 @@ class SegmentExposureTrackingProvider:
         self._max_queue_size = max_queue_size
         self.flush_timeout = flush_timeout
         self._messages = SegmentMessageBuilder(
-            hash_key(secret), include_metadata=include_metadata, integrations=integrations
+            hash_key(secret),
+            include_metadata=include_metadata,
+            integrations=integrations,
+            max_message_bytes=chosen.max_message_bytes,
         )
         self._handoff = SegmentHandoff(
             analytics,
@@ -146,10 +156,11 @@ class SegmentExposureTrackingProvider:
             ledger,
             stats,
             # A real asynchronous Segment client: messages go straight onto its queue (see wire_message).
-            direct=segment_client.accepts_direct_enqueue(analytics) and internals.direct_enqueue,
+            direct=chosen.accepts_direct_enqueue(analytics) and internals.direct_enqueue,
             synchronous=synchronous,
             queue_conditions=internals.queue_conditions,
             unflushed_platform=deployment.detect_platform(),
+            sdk=chosen,
         )
         self._forked = self._closed = self._unusual = False
         self._start_runtime()
@@ -174,7 +185,10 @@ class SegmentExposureTrackingProvider:
         if self._internals.consumer_hooks:
             # Weakly: Segment's consumer thread holds these, and must not keep a dropped provider alive.
             segment_client.instrument(
-                self._handoff.client, weakly(self._ledger.on_delivered), weakly(self._ledger.on_failed)
+                self._handoff.client,
+                weakly(self._ledger.on_delivered),
+                weakly(self._ledger.on_failed),
+                max_batch_bytes=self._sdk.consumer_batch_limit,
             )
         self._worker = ExposureWorker(self._handoff.hand_over)
         self._put = self._worker.put
@@ -400,14 +414,13 @@ class SegmentExposureTrackingProvider:
         client = self._handoff.client
         if hasattr(client, "consumers") and segment_client.is_task_queue(getattr(client, "queue", None)):
             if self._internals.revive_in_place:
-                segment_client.revive_after_fork(client)
+                segment_client.revive_after_fork(client, self._sdk.consumer_class())
             elif self._owns_client:
                 # The public way: a new client (the parent's, whose threads do not exist here, is dropped).
                 key, host, options = self._client_args
+                make = self._sdk.make_client
                 self._handoff.use_client(
-                    segment_check.new_client_after_fork(
-                        client, lambda: segment_client.make_client(key, host, **options)
-                    )
+                    segment_check.new_client_after_fork(client, lambda: make(key, host, **options))
                 )
             else:
                 deployment.warn_once(
@@ -523,8 +536,13 @@ class SegmentExposureTrackingProvider:
 
     @property
     def analytics(self) -> Any:
-        """The Segment client this provider sends through."""
+        """The client this provider sends through (Segment's, or RudderStack's: see ``sdk``)."""
         return self._handoff.client
+
+    @property
+    def sdk(self) -> str:
+        """Whose client the provider sends through: ``"segment"`` or ``"rudderstack"``."""
+        return self._sdk.name
 
     def stats(self) -> dict[str, Any]:
         """Counters: tracked, deduplicated, enqueued, delivered, and dropped by reason."""
@@ -558,4 +576,7 @@ class SegmentExposureTrackingProvider:
 
     def __repr__(self) -> str:
         host = getattr(self._handoff.client, "host", None)
-        return f"<SegmentExposureTrackingProvider host={host!r} owns_client={self._owns_client}>"
+        return (
+            f"<SegmentExposureTrackingProvider sdk={self._sdk.name!r} host={host!r} "
+            f"owns_client={self._owns_client}>"
+        )

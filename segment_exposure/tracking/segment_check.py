@@ -1,6 +1,7 @@
 """The start-up self-check of what ``segment_client`` relies on inside segment-analytics-python.
 
-Checked against segment-analytics-python 2.3.1 and 2.4.0 (CI's ``.ci/versions`` runs both ends). Each
+Checked against segment-analytics-python 2.3.1 and 2.4.0 (CI's ``.ci/versions`` runs both ends), and
+the same checks against RudderStack's fork (rudder-sdk-python 2.1.4 and 2.1.9), each SDK once. Each
 internal has a public-API fallback in the provider; when one is missing (a newer release), or when
 ``SEGMENT_EXPOSURE_FORCE_PUBLIC_API=1`` is set, the provider uses the fallback and logs one warning
 naming what it could not use, instead of counters that silently stay at zero.
@@ -25,6 +26,8 @@ from typing import Any
 
 from segment_exposure._signals import main_thread_signals
 from segment_exposure.tracking import segment_client
+from segment_exposure.tracking.sdk_choice import sdk_named
+from segment_exposure.tracking.segment_client import SEGMENT, AnalyticsSdk
 
 __all__ = [
     "FORCE_PUBLIC_API_ENV",
@@ -74,9 +77,9 @@ _DUMMY_TRACK: dict[str, Any] = {
 }
 
 
-def _wire_message_matches(client: Any) -> str | None:
+def _wire_message_matches(client: Any, sdk: AnalyticsSdk) -> str | None:
     ok, queued = client.track(**copy.deepcopy(_DUMMY_TRACK))
-    built = segment_client.wire_message(copy.deepcopy(_DUMMY_TRACK))
+    built = sdk.wire_message(copy.deepcopy(_DUMMY_TRACK))
     if not ok or not isinstance(queued, dict):
         return "Client.track() with send=False did not return the message"
     if json.loads(json.dumps(queued, default=str)) != json.loads(json.dumps(built)):
@@ -94,31 +97,28 @@ def _consumer_problem(client: Any) -> str | None:
     return None
 
 
-def _revive_problem(client: Any) -> str | None:
+def _revive_problem(client: Any, sdk: AnalyticsSdk) -> str | None:
     import requests
-    from segment.analytics import request as segment_request
-    from segment.analytics.consumer import Consumer
 
     # Fresh consumers on the same client are safe only while the HTTP session is a module global, which
     # fresh_http_sessions() replaces; with a session anywhere else, a new Client is the safe way.
-    if not any(isinstance(value, requests.Session) for value in vars(segment_request).values()):
-        return "a module-level requests.Session in segment.analytics.request"
-    parameters = inspect.signature(Consumer.__init__).parameters
+    request_module = sdk.request_module()
+    if not any(isinstance(value, requests.Session) for value in vars(request_module).values()):
+        return f"a module-level requests.Session in {request_module.__name__}"
+    parameters = inspect.signature(sdk.consumer_class()).parameters
     wanted = {"queue", "write_key", "on_error", "upload_size", "host"}
     if not wanted <= set(parameters):
         return f"Consumer({', '.join(sorted(wanted - set(parameters)))})"
     return _consumer_problem(client)
 
 
-def _probe() -> Internals:
-    from segment.analytics import Client
-
+def _probe(sdk: AnalyticsSdk = SEGMENT) -> Internals:
     # send=False: nothing is sent, no consumer thread starts, no exit hook is registered.
-    client = Client("self-check-write-key", send=False, max_queue_size=1)
+    client = sdk.probe_client()
     try:
         q = client.queue
         wire = None if segment_client.is_task_queue(q) else "Client.queue (a queue.Queue)"
-        wire = wire or _wire_message_matches(client)
+        wire = wire or _wire_message_matches(client, sdk)
         hooks = _consumer_problem(client)
         conditions = next(
             (
@@ -128,7 +128,7 @@ def _probe() -> Internals:
             ),
             None,
         )
-        revive = _revive_problem(client)
+        revive = _revive_problem(client, sdk)
     finally:
         atexit.unregister(client.join)
     missing = tuple(dict.fromkeys(p for p in (wire, hooks, conditions, revive) if p is not None))
@@ -136,27 +136,29 @@ def _probe() -> Internals:
 
 
 @functools.cache
-def _checked(forced: bool) -> Internals:
+def _checked(forced: bool, sdk_name: str = SEGMENT.name) -> Internals:
+    sdk = sdk_named(sdk_name)
     if forced:
         internals = Internals(False, False, False, False, (f"forced by {FORCE_PUBLIC_API_ENV}=1",))
     else:
         try:
-            internals = _probe()
+            internals = _probe(sdk)
         except Exception as exc:  # anything unexpected: use none of the internals
             internals = Internals(False, False, False, False, (f"the self-check itself ({exc!r})",))
     if internals.missing:
         log.warning(
-            "segment-exposure: not using segment-analytics-python internals (%s); using its public API "
+            "segment-exposure: not using %s client internals (%s); using its public API "
             "instead: Client.track() on the worker thread, the client's on_error for failures, delivery "
             "counted when a flush drains the queue, a new Client after fork",
+            sdk.label,
             "; ".join(internals.missing),
         )
     return internals
 
 
-def check_internals() -> Internals:
-    """The self-check's verdict, computed (and warned about) once per process."""
-    return _checked(os.environ.get(FORCE_PUBLIC_API_ENV, "") not in ("", "0"))
+def check_internals(sdk: AnalyticsSdk = SEGMENT) -> Internals:
+    """The self-check's verdict for ``sdk``, computed (and warned about) once per process."""
+    return _checked(os.environ.get(FORCE_PUBLIC_API_ENV, "") not in ("", "0"), sdk.name)
 
 
 ErrorCallback = Callable[[BaseException, list[dict[str, Any]]], None]
@@ -189,9 +191,7 @@ def message_builder(client: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     exactly what ``client`` would have queued. Raises as ``track()`` does (``RuntimeError`` over
     32 KB, ``AssertionError`` for a bad field), and ``TypeError`` if a release stops returning it.
     """
-    from segment.analytics import Client
-
-    twin = Client(client.write_key, host=getattr(client, "host", None), send=False, max_queue_size=1)
+    twin = type(client)(client.write_key, host=getattr(client, "host", None), send=False, max_queue_size=1)
     atexit.unregister(twin.join)  # none with send=False; older releases registered one regardless
 
     def build(track: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,9 @@
 """Everything that knows the inside of segment-analytics-python's ``Client`` (checked: 2.3.1-2.4.0).
 
+RudderStack's ``rudder-sdk-python`` is a fork of the same client: the queue, consumer and session helpers
+here serve both, and what differs between them (the client class, the wire message, limits, the POST)
+is an ``AnalyticsSdk``: ``SEGMENT`` here, ``tracking.rudderstack_client.RUDDERSTACK`` for the fork.
+
 The provider relies on a few facts about it (pinned by tests):
 ``client.queue`` is a ``queue.Queue``, ``client.consumers`` are threads that call ``self.request(batch)``
 and ``self.on_error(exc, batch)``, and the module ``segment.analytics.request`` posts through one global
@@ -12,19 +16,24 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import json
 import logging
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeGuard
+from types import ModuleType
+from typing import Any, Protocol, TypeGuard
 
 from segment_exposure._signals import main_thread_signals
 
 __all__ = [
     "DEFAULT_UPLOAD_SIZE",
+    "SEGMENT",
+    "AnalyticsSdk",
     "RedactingFilter",
+    "SegmentSdk",
     "accepts_direct_enqueue",
     "enqueue",
     "forget_parent_threads",
@@ -36,6 +45,7 @@ __all__ = [
     "post_batch",
     "retry_after_seconds",
     "revive_after_fork",
+    "split_batch",
     "stop_consumers",
     "unfinished",
     "upload_size",
@@ -100,12 +110,20 @@ def chained_on_error(on_failed: ErrorCallback, user_on_error: ErrorCallback | No
     return on_error
 
 
-def instrument(client: Any, on_delivered: BatchCallback, on_failed: ErrorCallback) -> None:
+def instrument(
+    client: Any,
+    on_delivered: BatchCallback,
+    on_failed: ErrorCallback,
+    *,
+    max_batch_bytes: int | None = None,
+) -> None:
     """Hook the client's consumers so delivery and failure of each batch are reported.
 
     ``on_error`` is wrapped so that no exception, ours or the user's callback's, can escape into the
     consumer thread: upstream, one exception there kills the thread for good and ``track()`` keeps
-    answering True while nothing is sent.
+    answering True while nothing is sent. ``max_batch_bytes``: split a batch the consumer gathered
+    that is larger (RudderStack's consumer stops only after crossing 4 MiB, while its data plane
+    refuses a request over 4000 KiB, and a 413 loses the whole batch).
     """
     user_on_error = getattr(client, "on_error", None)
     if getattr(user_on_error, _INSTRUMENTED, False):
@@ -116,22 +134,54 @@ def instrument(client: Any, on_delivered: BatchCallback, on_failed: ErrorCallbac
     setattr(safe_on_error, _INSTRUMENTED, True)
     client.on_error = safe_on_error
 
-    setattr(client, _HOOKS, (on_delivered, safe_on_error))
+    setattr(client, _HOOKS, (on_delivered, safe_on_error, max_batch_bytes))
     for consumer in getattr(client, "consumers", None) or ():
-        _instrument_consumer(consumer, on_delivered, safe_on_error)
+        _instrument_consumer(consumer, on_delivered, safe_on_error, max_batch_bytes)
 
 
-def _instrument_consumer(consumer: Any, on_delivered: BatchCallback, on_error: ErrorCallback) -> None:
+def split_batch(batch: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
+    """``batch`` in order, cut so each part's messages total at most ``max_bytes`` of JSON (a message
+    larger on its own is a part of its own)."""
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for message in batch:
+        length = len(json.dumps(message, default=str).encode()) + 1
+        if parts[-1] and size + length > max_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(message)
+        size += length
+    return parts
+
+
+def _instrument_consumer(
+    consumer: Any, on_delivered: BatchCallback, on_error: ErrorCallback, max_batch_bytes: int | None = None
+) -> None:
     consumer.on_error = on_error
     original = getattr(consumer, "_segment_exposure_request", None) or consumer.request
 
-    def request(batch: list[dict[str, Any]]) -> Any:
+    def deliver(batch: list[dict[str, Any]]) -> Any:
         response = original(batch)  # raises on failure: upload() then calls on_error
         try:
             on_delivered(batch)
         except Exception:  # pragma: no cover - defensive: never break the consumer
             log.exception("segment-exposure: delivery accounting raised")
         return response
+
+    def request(batch: list[dict[str, Any]]) -> Any:
+        if max_batch_bytes is None or len(batch) < 2:
+            return deliver(batch)
+        parts = split_batch(batch, max_batch_bytes)
+        if len(parts) == 1:
+            return deliver(batch)
+        # Each part's outcome is reported here; the consumer sees success, so nothing is counted twice.
+        for part in parts:
+            try:
+                deliver(part)
+            except Exception as exc:
+                log.error("segment-exposure: error uploading part of a batch: %s", exc)
+                on_error(exc, part)
+        return None
 
     consumer._segment_exposure_request = original
     consumer.request = request
@@ -342,23 +392,30 @@ def _thread_class_now(cls: type) -> type:
     return _rebased[key]
 
 
-def revive_after_fork(client: Any) -> None:
+def revive_after_fork(client: Any, consumer_class: type | None = None) -> None:
     """Give a forked child a working client: a fresh queue, fresh consumer threads, a fresh session.
 
     The parent's queued messages are discarded in the child (the parent still sends them), and the
-    parent's pooled HTTP connections are not shared with it.
+    parent's pooled HTTP connections are not shared with it. ``consumer_class``: the SDK's ``Consumer``
+    (Segment's by default); each new consumer gets the settings of the one it replaces that its
+    constructor takes.
     """
-    from segment.analytics.consumer import Consumer
+    if consumer_class is None:
+        from segment.analytics.consumer import Consumer
 
+        consumer_class = Consumer
     fresh_http_sessions()
     old_queue = client.queue
     client.queue = queue.Queue(old_queue.maxsize)
     hooks = getattr(client, _HOOKS, None)
-    consumer_class = _thread_class_now(Consumer)
+    accepted = set(inspect.signature(consumer_class).parameters)
+    thread_class = _thread_class_now(consumer_class)
     consumers = []
     for old in getattr(client, "consumers", None) or ():
-        settings = {name: getattr(old, name) for name in _CONSUMER_SETTINGS if hasattr(old, name)}
-        consumer = consumer_class(client.queue, old.write_key, on_error=old.on_error, **settings)
+        settings = {
+            name: getattr(old, name) for name in _CONSUMER_SETTINGS if name in accepted and hasattr(old, name)
+        }
+        consumer = thread_class(client.queue, old.write_key, on_error=old.on_error, **settings)
         if hooks is not None:
             _instrument_consumer(consumer, *hooks)
         consumers.append(consumer)
@@ -368,8 +425,13 @@ def revive_after_fork(client: Any) -> None:
     client.consumers = consumers
 
 
-#: Where segment-analytics-python keeps module-level ``requests`` sessions that every client posts through.
-_SESSION_MODULES = ("segment.analytics.request", "segment.analytics.oauth_manager")
+#: Where segment-analytics-python (and RudderStack's fork) keep module-level ``requests`` sessions that
+#: every client posts through.
+_SESSION_MODULES = (
+    "segment.analytics.request",
+    "segment.analytics.oauth_manager",
+    "rudderstack.analytics.request",
+)
 
 
 def fresh_http_sessions() -> list[str]:
@@ -435,3 +497,134 @@ class RedactingFilter(logging.Filter):
             record.msg = message
             record.args = None
         return True
+
+
+class AnalyticsSdk(Protocol):
+    """What differs between the analytics SDKs the provider sends through (Segment's and its forks).
+
+    The rest of this module (queue, consumers, sessions, flush) serves every one of them alike.
+    """
+
+    #: The name ``SegmentExposureTrackingProvider(sdk=...)`` takes: ``segment`` or ``rudderstack``.
+    name: str
+    #: For people: log lines and errors.
+    label: str
+    #: The largest message (JSON bytes) its API takes; larger exposures are set aside as ``too_large``.
+    max_message_bytes: int
+    #: The most message bytes one request of a per-invocation flush carries.
+    max_batch_bytes: int
+    #: The SDK's own default ``upload_size`` (messages per request).
+    default_upload_size: int
+    #: Split a batch its consumer gathered past this many bytes (None: the consumer keeps to the limit).
+    consumer_batch_limit: int | None
+    #: The loggers the SDK writes request bodies and messages to (the write-key redactor goes on them).
+    logger_names: tuple[str, ...]
+
+    def owns(self, client: object) -> bool:
+        """True when ``client`` is this SDK's ``Client`` (checked without importing the SDK)."""
+        ...
+
+    def make_client(self, write_key: str, host: str | None, **options: Any) -> Any:
+        """A client in the one mode that is safe here: asynchronous, one consumer thread."""
+        ...
+
+    def probe_client(self) -> Any:
+        """A ``send=False`` client for the start-up self-check (no thread, no exit hook)."""
+        ...
+
+    def accepts_direct_enqueue(self, client: Any) -> bool:
+        """True for this SDK's ``Client`` queuing for its consumer threads."""
+        ...
+
+    def wire_message(self, track: dict[str, Any]) -> dict[str, Any]:
+        """The message ``Client.track(**track)`` would queue, built directly."""
+        ...
+
+    def consumer_class(self) -> type:
+        """The SDK's consumer thread class (a forked child's new consumers are made from it)."""
+        ...
+
+    def request_module(self) -> ModuleType:
+        """The module whose ``post`` sends a batch (it holds the SDK's shared HTTP session)."""
+        ...
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        """True for an error no retry can fix."""
+        ...
+
+    def retry_after_seconds(self, exc: BaseException) -> float:
+        """The seconds a 429/503 asked for (``Retry-After``), 0 when it asked for none or cannot say."""
+        ...
+
+    def post_batch(
+        self, client: Any, batch: list[dict[str, Any]], *, timeout: float, retry_count: int
+    ) -> None:
+        """POST ``batch`` with the client's settings through the SDK's own ``post``; raises on failure."""
+        ...
+
+
+#: Segment rejects a message over 32 KB of JSON.
+SEGMENT_MAX_MESSAGE_BYTES = 32 << 10
+#: Segment's API takes batches up to 500 KB; its own client stops at this many bytes of messages.
+SEGMENT_MAX_BATCH_BYTES = 475_000
+
+
+class SegmentSdk:
+    """segment-analytics-python, as an ``AnalyticsSdk``."""
+
+    name = "segment"
+    label = "Segment"
+    max_message_bytes = SEGMENT_MAX_MESSAGE_BYTES
+    max_batch_bytes = SEGMENT_MAX_BATCH_BYTES
+    default_upload_size = DEFAULT_UPLOAD_SIZE
+    #: Segment's consumer closes a batch before it passes 475 KB.
+    consumer_batch_limit: int | None = None
+    logger_names: tuple[str, ...] = ("segment",)
+
+    def owns(self, client: object) -> bool:
+        return type(client).__module__.startswith("segment.analytics")
+
+    def make_client(self, write_key: str, host: str | None, **options: Any) -> Any:
+        return make_client(write_key, host, **options)
+
+    def probe_client(self) -> Any:
+        from segment.analytics import Client
+
+        return Client("self-check-write-key", send=False, max_queue_size=1)
+
+    def accepts_direct_enqueue(self, client: Any) -> bool:
+        return accepts_direct_enqueue(client)
+
+    def wire_message(self, track: dict[str, Any]) -> dict[str, Any]:
+        return wire_message(track)
+
+    def consumer_class(self) -> type:
+        from segment.analytics.consumer import Consumer
+
+        consumer: type = Consumer
+        return consumer
+
+    def request_module(self) -> ModuleType:
+        from segment.analytics import request
+
+        module: ModuleType = request
+        return module
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        return is_fatal(exc)
+
+    def retry_after_seconds(self, exc: BaseException) -> float:
+        response = getattr(exc, "response", None)
+        return 0.0 if response is None else retry_after_seconds(response)
+
+    def post_batch(
+        self, client: Any, batch: list[dict[str, Any]], *, timeout: float, retry_count: int
+    ) -> None:
+        post_batch(client, batch, timeout=timeout, retry_count=retry_count)
+
+    def __repr__(self) -> str:
+        return "<AnalyticsSdk segment>"
+
+
+#: segment-analytics-python: the default SDK.
+SEGMENT: AnalyticsSdk = SegmentSdk()

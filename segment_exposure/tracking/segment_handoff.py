@@ -17,11 +17,8 @@ from typing import Any
 from segment_exposure.tracking import segment_check, segment_client
 from segment_exposure.tracking.invocation_batch import InvocationBatch
 from segment_exposure.tracking.outcome_ledger import OutcomeLedger
-from segment_exposure.tracking.segment_message import (
-    MAX_MESSAGE_BYTES,
-    PendingExposure,
-    SegmentMessageBuilder,
-)
+from segment_exposure.tracking.segment_client import SEGMENT, AnalyticsSdk
+from segment_exposure.tracking.segment_message import PendingExposure, SegmentMessageBuilder
 from segment_exposure.tracking.stats import ProviderStats
 from segment_exposure.tracking.weak_callback import weakly
 
@@ -46,6 +43,7 @@ class SegmentHandoff:
         queue_conditions: Wait for room through the queue's own conditions (internals) or by polling.
         unflushed_platform: The serverless platform detected, to warn about once if nothing flushes
             per invocation.
+        sdk: Whose client it is (Segment's unless told): its wire message, limits and POST.
 
     Attributes:
         client: The client messages go to (a forked child may get a new one, see ``use_client``).
@@ -66,8 +64,10 @@ class SegmentHandoff:
         synchronous: bool,
         queue_conditions: bool,
         unflushed_platform: str | None,
+        sdk: AnalyticsSdk = SEGMENT,
     ) -> None:
         self.client = client
+        self.sdk = sdk
         self.messages = messages
         self.direct = direct
         self.synchronous = synchronous
@@ -105,14 +105,15 @@ class SegmentHandoff:
         self._unflushed_platform = None
         if self.batch is not None or self.synchronous:
             return
+        sdk = self.sdk
         if self.direct:
-            self.batch = InvocationBatch(self.client, weakly(self._ledger.settle))
-        elif segment_client.accepts_direct_enqueue(self.client):
+            self.batch = InvocationBatch(self.client, weakly(self._ledger.settle), sdk=sdk)
+        elif sdk.accepts_direct_enqueue(self.client):
             # The public API (segment_check): Client.track() on a send=False twin builds each message;
-            # the batch posts it with Segment's default upload_size (the consumer's is not read).
+            # the batch posts it with the SDK's default upload_size (the consumer's is not read).
             self.build_wire = segment_check.message_builder(self.client)
             self.batch = InvocationBatch(
-                self.client, weakly(self._ledger.settle), upload_size=segment_client.DEFAULT_UPLOAD_SIZE
+                self.client, weakly(self._ledger.settle), upload_size=sdk.default_upload_size, sdk=sdk
             )
 
     @property
@@ -145,7 +146,12 @@ class SegmentHandoff:
             self._warn_unflushed_platform()
         message = self.messages.build(pending)
         if self.direct:
-            self._send_direct(pending, segment_client.wire_message(message))
+            self._send_direct(pending, self.sdk.wire_message(message))
+            return
+        # The SDK's own check may be looser than its API's limit (RudderStack's: 4 MiB against 4000 KiB).
+        limit = self.messages.max_message_bytes
+        if len(repr(message)) * 12 > limit and len(json.dumps(message, default=str).encode()) > limit:
+            self._set_aside_too_large(pending)
             return
         batch, build_wire = self.batch, self.build_wire
         client = self.client
@@ -164,7 +170,7 @@ class SegmentHandoff:
                     return
                 ok, _ = client.track(**message)
             except RuntimeError:
-                # Segment's 32 KB check, made on this thread rather than the caller's.
+                # The client's size check (Segment: 32 KB), made on this thread rather than the caller's.
                 self._set_aside_too_large(pending)
                 return
             except AssertionError as exc:
@@ -191,7 +197,8 @@ class SegmentHandoff:
     def _send_direct(self, pending: PendingExposure, wire: dict[str, Any]) -> None:
         # repr() is C-fast and never shorter than the message's characters; one JSON character costs at
         # most 12 bytes (an escaped surrogate pair), so only a message near the limit pays for an exact check.
-        if len(repr(wire)) * 12 > MAX_MESSAGE_BYTES and len(json.dumps(wire).encode()) > MAX_MESSAGE_BYTES:
+        limit = self.messages.max_message_bytes
+        if len(repr(wire)) * 12 > limit and len(json.dumps(wire).encode()) > limit:
             self._set_aside_too_large(pending)
             return
         batch = self.batch
@@ -206,7 +213,9 @@ class SegmentHandoff:
     def _set_aside_too_large(self, pending: PendingExposure) -> None:
         self._ledger.settle("too_large")
         log.warning(
-            "segment-exposure: exposure over Segment's 32 KB limit set aside (flag %r)",
+            "segment-exposure: exposure over %s's %d KB message limit set aside (flag %r)",
+            self.sdk.label,
+            self.messages.max_message_bytes >> 10,
             pending.exposure.flag_key,
         )
 
@@ -230,7 +239,9 @@ class SegmentHandoff:
         self._full_drops += 1
         if now - self._full_warned >= 10.0:  # one line per 10 s, not one per exposure, in an outage
             log.warning(
-                "segment-exposure: Segment's queue stayed full; %d exposure(s) set aside", self._full_drops
+                "segment-exposure: %s's queue stayed full; %d exposure(s) set aside",
+                self.sdk.label,
+                self._full_drops,
             )
             self._full_warned, self._full_drops = now, 0
         return False

@@ -60,17 +60,24 @@ class SegmentMessageBuilder:
     """Builds the keyword arguments for Segment's ``Client.track()`` of accepted exposures.
 
     Holds what every message of one provider shares: the write key's hash (message ids), whether the
-    exposure's metadata is sent, and the ``integrations`` option.
+    exposure's metadata is sent, the ``integrations`` option, and the SDK's message size limit.
     """
 
-    __slots__ = ("hash_key", "include_metadata", "integrations")
+    __slots__ = ("hash_key", "include_metadata", "integrations", "max_message_bytes")
 
     def __init__(
-        self, hash_key: bytes, *, include_metadata: bool, integrations: Mapping[str, Any] | None
+        self,
+        hash_key: bytes,
+        *,
+        include_metadata: bool,
+        integrations: Mapping[str, Any] | None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.hash_key = hash_key
         self.include_metadata = include_metadata
         self.integrations = dict(integrations) if integrations else None
+        #: The SDK's limit on one message's JSON (Segment's 32 KB unless told).
+        self.max_message_bytes = max_message_bytes
 
     def build(self, pending: PendingExposure) -> dict[str, Any]:
         """The keyword arguments for Segment's ``Client.track()`` for one accepted exposure."""
@@ -112,7 +119,7 @@ class SegmentMessageBuilder:
         return message
 
     def too_large(self, exposure: Exposure, user: object, user_id: str | None, device_id: str | None) -> bool:
-        """Whether this exposure's message would exceed Segment's limit (with room for Segment's own fields).
+        """Whether this exposure's message would exceed the SDK's limit (with room for the SDK's own fields).
 
         The exact check, on the caller's thread: only for exposures whose own strings are long.
         """
@@ -120,4 +127,4 @@ class SegmentMessageBuilder:
             PendingExposure(exposure, user, user_id, device_id, time.time(), Decision(True, 0, 0))
         )
         message["type"] = "track"
-        return len(json.dumps(message, default=str).encode()) > MAX_MESSAGE_BYTES - 512
+        return len(json.dumps(message, default=str).encode()) > self.max_message_bytes - 512

@@ -18,12 +18,15 @@ faulthandler.register(STACKS_SIGNAL, all_threads=True)
 provider = SegmentExposureTrackingProvider(
     os.environ["SEGMENT_WRITE_KEY"],
     host=os.environ["SEGMENT_HOST"],
+    # Whose client the provider builds and posts through: "segment" (the default) or "rudderstack" (the
+    # matrix runs its fork-sensitive rows with both; SEGMENT_HOST is then a RudderStackCollector).
+    sdk=os.environ.get("EXPOSURE_SDK", "segment"),
     flush_timeout=float(os.environ.get("FLUSH_TIMEOUT", "5")),
     # What a server whose workers die of SIGTERM (Python's default: no exit hooks) needs.
     flush_on_sigterm=os.environ.get("FLUSH_ON_SIGTERM") == "1",
-    # Segment's consumer gathers a batch for up to upload_interval seconds: the matrix makes it long
-    # enough that exposures tracked right before SIGTERM are still waiting, so only the exit flush
-    # can deliver them.
+    # The client's consumer (Segment's or RudderStack's) gathers a batch for up to upload_interval
+    # seconds: the matrix makes it long enough that exposures tracked right before SIGTERM are still
+    # waiting, so only the exit flush can deliver them.
     client_options={"upload_interval": float(os.environ.get("UPLOAD_INTERVAL", "0.05"))},
 )
 
