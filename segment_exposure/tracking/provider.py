@@ -414,7 +414,7 @@ class SegmentExposureTrackingProvider:
         client = self._handoff.client
         if hasattr(client, "consumers") and segment_client.is_task_queue(getattr(client, "queue", None)):
             if self._internals.revive_in_place:
-                segment_client.revive_after_fork(client, self._sdk.consumer_class())
+                segment_client.revive_after_fork(client, segment_client.consumer_class(self._sdk))
             elif self._owns_client:
                 # The public way: a new client (the parent's, whose threads do not exist here, is dropped).
                 key, host, options = self._client_args

@@ -16,7 +16,6 @@ when a provider is told to use it.
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 from segment_exposure._signals import main_thread_signals
@@ -33,6 +32,7 @@ class RudderStackSdk:
     """rudder-sdk-python (``rudderstack.analytics``), as an ``AnalyticsSdk``."""
 
     name = "rudderstack"
+    package = "rudderstack.analytics"
     label = "RudderStack"
     #: One message must fit in a request the data plane takes.
     max_message_bytes = RUDDERSTACK_MAX_REQUEST_BYTES - _ENVELOPE
@@ -43,7 +43,7 @@ class RudderStackSdk:
     logger_names: tuple[str, ...] = ("rudderstack",)
 
     def owns(self, client: object) -> bool:
-        return type(client).__module__.startswith("rudderstack.analytics")
+        return type(client).__module__.startswith(self.package)
 
     def make_client(self, write_key: str, host: str | None, **options: Any) -> Any:
         """A RudderStack client: asynchronous, one consumer thread, ``host`` its data plane URL."""
@@ -100,18 +100,6 @@ class RudderStackSdk:
             "messageId": track["message_id"],
             "channel": "server",
         }
-
-    def consumer_class(self) -> type:
-        from rudderstack.analytics.consumer import Consumer
-
-        consumer: type = Consumer
-        return consumer
-
-    def request_module(self) -> ModuleType:
-        from rudderstack.analytics import request
-
-        module: ModuleType = request
-        return module
 
     def is_fatal(self, exc: BaseException) -> bool:
         """A 4xx other than 429, as the SDK's own consumer decides (it retries everything else)."""

@@ -102,10 +102,10 @@ def _revive_problem(client: Any, sdk: AnalyticsSdk) -> str | None:
 
     # Fresh consumers on the same client are safe only while the HTTP session is a module global, which
     # fresh_http_sessions() replaces; with a session anywhere else, a new Client is the safe way.
-    request_module = sdk.request_module()
+    request_module = segment_client.request_module(sdk)
     if not any(isinstance(value, requests.Session) for value in vars(request_module).values()):
         return f"a module-level requests.Session in {request_module.__name__}"
-    parameters = inspect.signature(sdk.consumer_class()).parameters
+    parameters = inspect.signature(segment_client.consumer_class(sdk)).parameters
     wanted = {"queue", "write_key", "on_error", "upload_size", "host"}
     if not wanted <= set(parameters):
         return f"Consumer({', '.join(sorted(wanted - set(parameters)))})"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib
 import inspect
 import json
 import logging
@@ -35,6 +36,7 @@ __all__ = [
     "RedactingFilter",
     "SegmentSdk",
     "accepts_direct_enqueue",
+    "consumer_class",
     "enqueue",
     "forget_parent_threads",
     "fresh_http_sessions",
@@ -43,6 +45,7 @@ __all__ = [
     "is_task_queue",
     "make_client",
     "post_batch",
+    "request_module",
     "retry_after_seconds",
     "revive_after_fork",
     "split_batch",
@@ -507,6 +510,8 @@ class AnalyticsSdk(Protocol):
 
     #: The name ``SegmentExposureTrackingProvider(sdk=...)`` takes: ``segment`` or ``rudderstack``.
     name: str
+    #: The SDK's package; both lay it out alike (``.consumer.Consumer``, ``.request.post``).
+    package: str
     #: For people: log lines and errors.
     label: str
     #: The largest message (JSON bytes) its API takes; larger exposures are set aside as ``too_large``.
@@ -540,14 +545,6 @@ class AnalyticsSdk(Protocol):
         """The message ``Client.track(**track)`` would queue, built directly."""
         ...
 
-    def consumer_class(self) -> type:
-        """The SDK's consumer thread class (a forked child's new consumers are made from it)."""
-        ...
-
-    def request_module(self) -> ModuleType:
-        """The module whose ``post`` sends a batch (it holds the SDK's shared HTTP session)."""
-        ...
-
     def is_fatal(self, exc: BaseException) -> bool:
         """True for an error no retry can fix."""
         ...
@@ -563,6 +560,17 @@ class AnalyticsSdk(Protocol):
         ...
 
 
+def request_module(sdk: AnalyticsSdk) -> ModuleType:
+    """The SDK's module whose ``post`` sends a batch (it holds the SDK's shared HTTP session)."""
+    return importlib.import_module(f"{sdk.package}.request")
+
+
+def consumer_class(sdk: AnalyticsSdk) -> type:
+    """The SDK's consumer thread class (a forked child's new consumers are made from it)."""
+    consumer: type = importlib.import_module(f"{sdk.package}.consumer").Consumer
+    return consumer
+
+
 #: Segment rejects a message over 32 KB of JSON.
 SEGMENT_MAX_MESSAGE_BYTES = 32 << 10
 #: Segment's API takes batches up to 500 KB; its own client stops at this many bytes of messages.
@@ -573,6 +581,7 @@ class SegmentSdk:
     """segment-analytics-python, as an ``AnalyticsSdk``."""
 
     name = "segment"
+    package = "segment.analytics"
     label = "Segment"
     max_message_bytes = SEGMENT_MAX_MESSAGE_BYTES
     max_batch_bytes = SEGMENT_MAX_BATCH_BYTES
@@ -582,7 +591,7 @@ class SegmentSdk:
     logger_names: tuple[str, ...] = ("segment",)
 
     def owns(self, client: object) -> bool:
-        return type(client).__module__.startswith("segment.analytics")
+        return type(client).__module__.startswith(self.package)
 
     def make_client(self, write_key: str, host: str | None, **options: Any) -> Any:
         return make_client(write_key, host, **options)
@@ -597,18 +606,6 @@ class SegmentSdk:
 
     def wire_message(self, track: dict[str, Any]) -> dict[str, Any]:
         return wire_message(track)
-
-    def consumer_class(self) -> type:
-        from segment.analytics.consumer import Consumer
-
-        consumer: type = Consumer
-        return consumer
-
-    def request_module(self) -> ModuleType:
-        from segment.analytics import request
-
-        module: ModuleType = request
-        return module
 
     def is_fatal(self, exc: BaseException) -> bool:
         return is_fatal(exc)
