@@ -22,6 +22,7 @@ GROUPS = {
     "serverless": "benchmarks.serverless",
     "openfeature": "benchmarks.openfeature",
     "replay": "benchmarks.replay",
+    "rudderstack": "benchmarks.rudderstack",
 }
 
 

@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-IDS = {"B1", "B1'", "B2", "B3", "B4", "B5", "B5'", "B6", "B7", "M1", "S1", "O1", "R1"}
+IDS = {"B1", "B1'", "B2", "B3", "B4", "B5", "B5'", "B6", "B7", "M1", "S1", "O1", "R1", "K1"}
 
 
 @pytest.fixture(scope="module")
