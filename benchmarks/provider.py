@@ -22,12 +22,13 @@ EXPOSURE = Exposure("checkout-flow", "treatment", "exp-1")
 PROPS = EXPOSURE.properties()
 
 
-def _users(n: int, prefix: str) -> list[dict[str, str]]:
+def users_for(n: int, prefix: str) -> list[dict[str, str]]:
     return [{"user_id": f"{prefix}-{i:07d}", "device_id": str(uuid.UUID(int=i))} for i in range(n)]
 
 
-def _direct(client: Client) -> Any:
-    """A direct ``Client.track()`` with what the provider would send for the same exposure."""
+def direct_track(client: Any) -> Any:
+    """A direct ``Client.track()`` with what the provider would send for the same exposure (Segment's
+    client, or RudderStack's: the same signature)."""
 
     def call(user: dict[str, str]) -> None:
         client.track(
@@ -55,7 +56,7 @@ def bench_track(collector: SegmentCollector, n: int, reps: int) -> list[Result]:
         WRITE_KEY, host=collector.url, max_queue_size=big, client_options={"max_queue_size": big}
     )
     client = Client(WRITE_KEY, host=collector.url, max_queue_size=big)
-    direct = _direct(client)
+    direct = direct_track(client)
 
     def ours(user: dict[str, str]) -> object:
         return provider.track(EXPOSURE, user)
@@ -68,13 +69,13 @@ def bench_track(collector: SegmentCollector, n: int, reps: int) -> list[Result]:
     med = statistics.median
     try:
         # Warm-up, then interleave ours and the peer so machine noise hits both alike.
-        for u in _users(200, "warm"):
+        for u in users_for(200, "warm"):
             ours(u)
             direct(u)
         provider.flush(30)
         client.flush()
         for r in range(reps):
-            users = _users(n, f"rep{r}")
+            users = users_for(n, f"rep{r}")
             new_ours.append(_median_ns(ours, users))
             new_direct.append(_median_ns(direct, users))
             provider.flush(60)
@@ -86,8 +87,8 @@ def bench_track(collector: SegmentCollector, n: int, reps: int) -> list[Result]:
             provider.flush(60)
             client.flush()
         # Tail latency of a new exposure, from one more interleaved pair.
-        ours_samples = _samples(ours, _users(n, "p99"))
-        direct_samples = _samples(direct, _users(n, "p99d"))
+        ours_samples = _samples(ours, users_for(n, "p99"))
+        direct_samples = _samples(direct, users_for(n, "p99d"))
     finally:
         provider.shutdown(30)
         client.shutdown()
@@ -127,7 +128,7 @@ def bench_throughput(collector: SegmentCollector, n: int, reps: int) -> list[Res
     for r in range(reps):
         for which in ("ours", "raw"):
             collector.clear()
-            users = _users(n, f"tp{r}{which}")
+            users = users_for(n, f"tp{r}{which}")
             if which == "ours":
                 provider = SegmentExposureTrackingProvider(
                     WRITE_KEY,
@@ -143,7 +144,7 @@ def bench_throughput(collector: SegmentCollector, n: int, reps: int) -> list[Res
                 provider.shutdown(10)
             else:
                 client = Client(WRITE_KEY, host=collector.url, max_queue_size=n + 10)
-                direct = _direct(client)
+                direct = direct_track(client)
                 start = time.perf_counter()
                 for u in users:
                     direct(u)
@@ -167,7 +168,7 @@ def bench_throughput(collector: SegmentCollector, n: int, reps: int) -> list[Res
 
 
 def bench_dedupe_memory(capacity: int = 65_536) -> list[Result]:
-    users = _users(capacity, "mem")
+    users = users_for(capacity, "mem")
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]

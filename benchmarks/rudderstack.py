@@ -8,7 +8,6 @@ so machine noise hits both alike, both posting to one local RudderStack data pla
 from __future__ import annotations
 
 import statistics
-import uuid
 from typing import Any
 
 from rudderstack.analytics import Client
@@ -16,14 +15,10 @@ from rudderstack.analytics import Client
 from segment_exposure import Exposure, RudderStackCollector, SegmentExposureTrackingProvider
 
 from .common import Result, per_call_ns, percentile, spread
+from .provider import direct_track, users_for
 
 WRITE_KEY = "bench-write-key"
 EXPOSURE = Exposure("checkout-flow", "treatment", "exp-1")
-PROPS = EXPOSURE.properties()
-
-
-def _users(n: int, prefix: str) -> list[dict[str, str]]:
-    return [{"user_id": f"{prefix}-{i:07d}", "device_id": str(uuid.UUID(int=i))} for i in range(n)]
 
 
 def bench_track(collector: RudderStackCollector, n: int, reps: int) -> list[Result]:
@@ -40,14 +35,7 @@ def bench_track(collector: RudderStackCollector, n: int, reps: int) -> list[Resu
     def ours(user: dict[str, str]) -> object:
         return provider.track(EXPOSURE, user)
 
-    def direct(user: dict[str, str]) -> object:
-        return client.track(
-            user_id=user["user_id"],
-            anonymous_id=user["device_id"],
-            event="$exposure",
-            properties=dict(PROPS),
-            context={},
-        )
+    direct = direct_track(client)
 
     def median_ns(call: Any, users: list[dict[str, str]]) -> float:
         return statistics.median(per_call_ns(lambda i: call(users[i]), len(users)))
@@ -55,18 +43,18 @@ def bench_track(collector: RudderStackCollector, n: int, reps: int) -> list[Resu
     new_ours: list[float] = []
     new_direct: list[float] = []
     try:
-        for u in _users(200, "warm"):
+        for u in users_for(200, "warm"):
             ours(u)
             direct(u)
         provider.flush(30)
         client.flush()
         for r in range(reps):
-            new_ours.append(median_ns(ours, _users(n, f"k1-{r}")))
-            new_direct.append(median_ns(direct, _users(n, f"k1d-{r}")))
+            new_ours.append(median_ns(ours, users_for(n, f"k1-{r}")))
+            new_direct.append(median_ns(direct, users_for(n, f"k1d-{r}")))
             provider.flush(60)
             client.flush()
-        ours_samples = per_call_ns(lambda i: ours(tail[i]), len(tail := _users(n, "k1-p99")))
-        direct_samples = per_call_ns(lambda i: direct(tail_d[i]), len(tail_d := _users(n, "k1d-p99")))
+        ours_samples = per_call_ns(lambda i: ours(tail[i]), len(tail := users_for(n, "k1-p99")))
+        direct_samples = per_call_ns(lambda i: direct(tail_d[i]), len(tail_d := users_for(n, "k1d-p99")))
         delivered = provider.flush(60)
         client.flush()
     finally:

@@ -12,7 +12,6 @@ has its connection shut down when it passes.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -145,16 +144,7 @@ class InvocationBatch:
         limit = self._max_batch_bytes
         if len(messages) <= self._upload_size and len(messages) * self._max_message_bytes <= limit:
             return [messages]  # cannot reach the byte limit: every message is under the message limit
-        chunks: list[list[dict[str, Any]]] = [[]]
-        size = 0
-        for message in messages:
-            length = len(json.dumps(message).encode())
-            if chunks[-1] and (len(chunks[-1]) >= self._upload_size or size + length > limit):
-                chunks.append([])
-                size = 0
-            chunks[-1].append(message)
-            size += length
-        return chunks
+        return segment_client.split_batch(messages, limit, self._upload_size)
 
     def _post_chunk(self, chunk: list[dict[str, Any]], deadline: float, watch: Watch) -> bool:
         client = self._client

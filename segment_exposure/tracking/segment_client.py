@@ -142,14 +142,18 @@ def instrument(
         _instrument_consumer(consumer, on_delivered, safe_on_error, max_batch_bytes)
 
 
-def split_batch(batch: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
+def split_batch(
+    batch: list[dict[str, Any]], max_bytes: int, max_count: int | None = None
+) -> list[list[dict[str, Any]]]:
     """``batch`` in order, cut so each part's messages total at most ``max_bytes`` of JSON (a message
-    larger on its own is a part of its own)."""
+    larger on its own is a part of its own), and hold at most ``max_count`` messages."""
     parts: list[list[dict[str, Any]]] = [[]]
     size = 0
     for message in batch:
         length = len(json.dumps(message, default=str).encode()) + 1
-        if parts[-1] and size + length > max_bytes:
+        if parts[-1] and (
+            size + length > max_bytes or (max_count is not None and len(parts[-1]) >= max_count)
+        ):
             parts.append([])
             size = 0
         parts[-1].append(message)
