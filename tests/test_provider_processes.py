@@ -42,7 +42,8 @@ TRACK_N = """
 import sys
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 host, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-provider = SegmentExposureTrackingProvider(key, host=host)
+sdk = sys.argv[4] if len(sys.argv) > 4 else "segment"  # tests/test_rudderstack_provider.py: "rudderstack"
+provider = SegmentExposureTrackingProvider(key, host=host, sdk=sdk)
 for i in range(n):
     provider.track(Exposure("checkout", "treatment", "exp-1"), {"user_id": f"user-{i:06d}"})
 # no flush(): the exit hook must deliver what is queued
@@ -67,12 +68,18 @@ def test_two_processes_give_the_same_exposure_the_same_message_id(collector: Seg
 
 
 FORK = """
-import os, sys, json
+import importlib, os, sys, json
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 host, key = sys.argv[1], sys.argv[2]
-provider = SegmentExposureTrackingProvider(key, host=host, client_options={"upload_interval": 0.05})
+sdk = sys.argv[3] if len(sys.argv) > 3 else "segment"  # tests/test_rudderstack_provider.py: "rudderstack"
+provider = SegmentExposureTrackingProvider(
+    key, host=host, sdk=sdk, client_options={"upload_interval": 0.05}
+)
+# The SDK's module-level HTTP session: its pool holds the warm-up's keep-alive connection.
+request_module = importlib.import_module(f"{sdk}.analytics.request")
 provider.track(Exposure("warmup", "on"), {"user_id": "parent-000"})
 assert provider.flush(10)
+parent_session = request_module._session
 # Queue parent exposures and fork before they can be sent (the worker is busy only briefly, so a
 # fraction may be out already; none may be sent twice either way).
 for i in range(200):
@@ -82,7 +89,11 @@ if pid == 0:
     for i in range(100):
         provider.track(Exposure("checkout", "child"), {"user_id": f"child-{i:03d}"})
     ok = provider.flush(10)
-    print(json.dumps({"child_flushed": ok, "child_stats": provider.stats()}), flush=True)
+    own_session = request_module._session is not parent_session
+    print(
+        json.dumps({"child_flushed": ok, "child_stats": provider.stats(), "child_own_session": own_session}),
+        flush=True,
+    )
     sys.exit(0)  # a normal exit: atexit hooks run in the child too
 _, status = os.waitpid(pid, 0)
 ok = provider.flush(10)
@@ -100,6 +111,7 @@ def test_forked_child_delivers_and_parent_events_are_not_sent_twice(collector: S
     assert child["child_flushed"] is True and parent["parent_flushed"] is True
     assert parent["child_status"] == 0
     assert child["child_stats"]["delivered"] == 100
+    assert child["child_own_session"] is True
     events = collector.events()
     by_variant = {v: [m for m in events if m["properties"].get("variant") == v] for v in ("parent", "child")}
     assert len(by_variant["child"]) == 100
@@ -166,7 +178,8 @@ import signal
 import sys
 from segment_exposure import Exposure, SegmentExposureTrackingProvider
 host, key = sys.argv[1], sys.argv[2]
-provider = SegmentExposureTrackingProvider(key, host=host, flush_on_sigterm=True, flush_timeout=10)
+sdk = sys.argv[3] if len(sys.argv) > 3 else "segment"  # tests/test_rudderstack_provider.py: "rudderstack"
+provider = SegmentExposureTrackingProvider(key, host=host, sdk=sdk, flush_on_sigterm=True, flush_timeout=10)
 for i in range(10_000):
     provider.track(Exposure("checkout", "treatment"), {"user_id": f"user-{i:06d}"})
 print(provider.stats()["pending"], flush=True)  # still queued when the signal comes
@@ -175,8 +188,16 @@ serve_until_signalled()
 
 
 def test_sigterm_delivers_every_queued_exposure_within_the_deadline(collector: SegmentCollector) -> None:
+    assert_sigterm_delivers_everything(collector)
+
+
+def assert_sigterm_delivers_everything(
+    collector: SegmentCollector, write_key: str = WRITE_KEY, sdk: str = "segment"
+) -> None:
+    """SIGTERM_APP with ``sdk``'s client: every queued exposure delivered within ``flush_timeout``, and the
+    process still dies of SIGTERM."""
     app = subprocess.Popen(
-        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + SIGTERM_APP, collector.url, WRITE_KEY],
+        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + SIGTERM_APP, collector.url, write_key, sdk],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -10,10 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +27,7 @@ from segment_exposure.tracking import segment_check, segment_client
 from segment_exposure.tracking.rudderstack_client import RUDDERSTACK, RUDDERSTACK_MAX_REQUEST_BYTES
 from segment_exposure.tracking.segment_check import FORCE_PUBLIC_API_ENV
 
-from .test_provider_processes import SERVE_UNTIL_SIGNALLED, run_python
+from .test_provider_processes import FORK, TRACK_N, assert_sigterm_delivers_everything, run_python
 
 analytics = pytest.importorskip("rudderstack.analytics", reason="the rudderstack extra is not installed")
 
@@ -275,97 +271,31 @@ def test_the_integrations_take_an_sdk_option(collector: RudderStackCollector) ->
         tracker.shutdown(5)
 
 
-# -- processes: fork, exit, SIGTERM ---------------------------------------------------------------------
-
-FORK = """
-import os, sys, json
-import rudderstack.analytics.request as rudder_request
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-host, key = sys.argv[1], sys.argv[2]
-provider = SegmentExposureTrackingProvider(
-    key, host=host, sdk="rudderstack", client_options={"upload_interval": 0.05}
-)
-provider.track(Exposure("warmup", "on"), {"user_id": "parent-000"})
-assert provider.flush(10)
-parent_session = rudder_request._session  # its pool holds the warm-up's keep-alive connection
-for i in range(200):
-    provider.track(Exposure("checkout", "parent"), {"user_id": f"parent-{i:03d}"})
-pid = os.fork()
-if pid == 0:
-    for i in range(100):
-        provider.track(Exposure("checkout", "child"), {"user_id": f"child-{i:03d}"})
-    ok = provider.flush(10)
-    own = rudder_request._session is not parent_session
-    print(json.dumps({"flushed": ok, "own_session": own, "stats": provider.stats()}), flush=True)
-    sys.exit(0)
-_, status = os.waitpid(pid, 0)
-print(json.dumps({"flushed": provider.flush(10), "status": status, "stats": provider.stats()}), flush=True)
-"""
+# -- processes: fork, exit, SIGTERM (test_provider_processes.py's scripts, with RudderStack's client) -----
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_childs_and_the_parents_exposures_arrive_once_each(collector: RudderStackCollector) -> None:
-    done = run_python(FORK, collector.url, WRITE_KEY)
+    done = run_python(FORK, collector.url, WRITE_KEY, "rudderstack")
     assert done.returncode == 0, done.stderr
     child, parent = (json.loads(line) for line in done.stdout.splitlines())
-    assert child["flushed"] is True and child["own_session"] is True
-    assert child["stats"]["delivered"] == 100
-    assert parent["flushed"] is True and parent["status"] == 0
+    assert child["child_flushed"] is True and child["child_own_session"] is True
+    assert child["child_stats"]["delivered"] == 100
+    assert parent["parent_flushed"] is True and parent["child_status"] == 0
     events = collector.events()
     for variant, count in (("parent", 200), ("child", 100)):
         assert len([m for m in events if m["properties"]["variant"] == variant]) == count
     assert len(collector.messages) == 301  # warm-up + 200 + 100: nothing was sent twice
 
 
-EXIT = """
-import sys
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-host, key = sys.argv[1], sys.argv[2]
-provider = SegmentExposureTrackingProvider(key, host=host, sdk="rudderstack")
-for i in range(2000):
-    provider.track(Exposure("checkout", "treatment"), {"user_id": f"user-{i:06d}"})
-# no flush(): the exit hook must deliver what is queued
-"""
-
-
 @pytest.mark.slow
 def test_the_exit_hook_delivers_everything_queued(collector: RudderStackCollector) -> None:
-    done = run_python(EXIT, collector.url, WRITE_KEY)
+    done = run_python(TRACK_N, collector.url, WRITE_KEY, "2000", "rudderstack")
     assert done.returncode == 0, done.stderr
     assert len(collector.events()) == 2000
 
 
-SIGTERM_APP = """
-import sys
-from segment_exposure import Exposure, SegmentExposureTrackingProvider
-host, key = sys.argv[1], sys.argv[2]
-provider = SegmentExposureTrackingProvider(
-    key, host=host, sdk="rudderstack", flush_on_sigterm=True, flush_timeout=10
-)
-for i in range(10_000):
-    provider.track(Exposure("checkout", "treatment"), {"user_id": f"user-{i:06d}"})
-print(provider.stats()["pending"], flush=True)  # still queued when the signal comes
-serve_until_signalled()
-"""
-
-
 @pytest.mark.slow
 def test_sigterm_delivers_every_queued_exposure_within_the_deadline(collector: RudderStackCollector) -> None:
-    app = subprocess.Popen(
-        [sys.executable, "-c", SERVE_UNTIL_SIGNALLED + SIGTERM_APP, collector.url, WRITE_KEY],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert app.stdout is not None
-        assert int(app.stdout.readline()) > 0
-        start = time.monotonic()
-        app.send_signal(signal.SIGTERM)
-        assert app.wait(30) == -signal.SIGTERM
-        assert time.monotonic() - start < 10  # within flush_timeout
-        assert len(collector.events()) == 10_000
-    finally:
-        app.kill()
-        app.communicate()
+    assert_sigterm_delivers_everything(collector, WRITE_KEY, "rudderstack")

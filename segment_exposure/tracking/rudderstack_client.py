@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from segment_exposure._signals import main_thread_signals
+from segment_exposure.tracking.segment_client import accepts_direct_enqueue, check_async_options
 
 __all__ = ["RUDDERSTACK", "RUDDERSTACK_MAX_REQUEST_BYTES", "RudderStackSdk"]
 
@@ -51,10 +52,7 @@ class RudderStackSdk:
             raise ValueError(
                 "RudderStack needs host= (your data plane URL, e.g. https://<name>.dataplane.rudderstack.com)"
             )
-        if options.get("sync_mode"):
-            raise ValueError("sync_mode=True would send on the caller's thread; the provider never blocks it")
-        if options.get("thread", 1) != 1:
-            raise ValueError("rudder-sdk-python's thread>1 is broken (join stops only one thread): use 1")
+        check_async_options(options, "rudder-sdk-python")
         unknown = {"oauth_client_id", "oauth_client_key", "oauth_key_id", "oauth_auth_server", "oauth_scope"}
         if given := sorted(unknown & set(options)):
             raise ValueError(f"RudderStack's client has no OAuth options ({', '.join(given)})")
@@ -73,14 +71,7 @@ class RudderStackSdk:
     def accepts_direct_enqueue(self, client: Any) -> bool:
         from rudderstack.analytics import Client
 
-        from segment_exposure.tracking.segment_client import is_task_queue
-
-        return (
-            isinstance(client, Client)
-            and is_task_queue(getattr(client, "queue", None))
-            and not client.sync_mode
-            and bool(client.send)
-        )
+        return accepts_direct_enqueue(client, Client)
 
     def wire_message(self, track: dict[str, Any]) -> dict[str, Any]:
         """The message ``Client.track(**track)`` queues, built directly (pinned by the self-check)."""

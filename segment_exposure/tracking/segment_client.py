@@ -36,6 +36,7 @@ __all__ = [
     "RedactingFilter",
     "SegmentSdk",
     "accepts_direct_enqueue",
+    "check_async_options",
     "consumer_class",
     "enqueue",
     "forget_parent_threads",
@@ -82,15 +83,20 @@ def make_client(write_key: str, host: str | None, **options: Any) -> Any:
     """A Segment client in the one mode that is safe here: asynchronous, one consumer thread."""
     from segment.analytics import Client
 
-    if options.get("sync_mode"):
-        raise ValueError("sync_mode=True would send on the caller's thread; the provider never blocks it")
-    if options.get("thread", 1) != 1:
-        raise ValueError("segment-analytics-python's thread>1 is broken (join stops only one thread): use 1")
+    check_async_options(options, "segment-analytics-python")
     # 500 exposures (~350 KB) per request instead of 100: a request's fixed cost in requests is ~0.75 ms
     # of CPU, and Segment's consumer still caps each batch at 475 KB.
     options.setdefault("upload_size", 500)
     with main_thread_signals():  # its consumer thread starts in the constructor
         return Client(write_key, host=host, **options)
+
+
+def check_async_options(options: dict[str, Any], library: str) -> None:
+    """Refuse the client options that would block the caller or lose a thread (``library`` names the SDK)."""
+    if options.get("sync_mode"):
+        raise ValueError("sync_mode=True would send on the caller's thread; the provider never blocks it")
+    if options.get("thread", 1) != 1:
+        raise ValueError(f"{library}'s thread>1 is broken (join stops only one thread): use 1")
 
 
 def chained_on_error(on_failed: ErrorCallback, user_on_error: ErrorCallback | None) -> ErrorCallback:
@@ -205,15 +211,18 @@ def is_task_queue(q: object) -> TypeGuard[Any]:
     )
 
 
-def accepts_direct_enqueue(client: Any) -> bool:
-    """True for a segment-analytics-python ``Client`` that queues for its consumer threads."""
-    from segment.analytics import Client
+def accepts_direct_enqueue(client: Any, client_class: type | None = None) -> bool:
+    """True for a ``client_class`` (segment-analytics-python's ``Client`` unless given) that queues for its
+    consumer threads."""
+    if client_class is None:
+        from segment.analytics import Client
 
+        client_class = Client
     return (
-        isinstance(client, Client)
+        isinstance(client, client_class)
         and is_task_queue(getattr(client, "queue", None))
-        and not client.sync_mode
-        and bool(client.send)
+        and not getattr(client, "sync_mode", True)
+        and bool(getattr(client, "send", False))
     )
 
 
